@@ -1,0 +1,63 @@
+"""flowinfer: normalizing flows as first-class citizens of Pyro.
+
+Example:
+    >>> import flowinfer as fi
+    >>> flow = fi.build_flow("nsf", dim=2, num_layers=2, hidden=(16,))
+    >>> flow.log_prob(torch.zeros(3, 2)).shape
+    torch.Size([3])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from flowinfer import flows as _builtin_flows  # noqa: F401  (registers the built-in names)
+from flowinfer import transforms
+from flowinfer.flow import Flow
+from flowinfer.registry import available_flows, build_flow, register_flow
+from flowinfer.training import FitResult
+
+__version__ = "0.1.0"
+
+# Heavier entry points load on first use, so `import flowinfer` stays quick and ArviZ,
+# matplotlib and friends are only imported by the code paths that need them.
+_LAZY = {
+    "fit_density": "flowinfer.fit",
+    "fit_reverse_kl": "flowinfer.reverse_kl",
+    "estimate_log_z": "flowinfer.reverse_kl",
+    "importance_summary": "flowinfer.evidence",
+    "AutoFlow": "flowinfer.guides",
+    "AutoAmortizedFlow": "flowinfer.guides",
+    "diagnose": "flowinfer.diagnostics",
+    "to_inference_data": "flowinfer.diagnostics",
+    "neutra_mcmc": "flowinfer.diagnostics",
+    "FlowPrior": "flowinfer.priors",
+    "save": "flowinfer.io",
+    "load": "flowinfer.io",
+}
+_LAZY_MODULES = ("datasets", "targets", "plotting", "diagnostics", "guides", "io", "splines",
+                 "nn", "evidence", "fit", "reverse_kl", "priors")
+
+__all__ = [
+    "Flow",
+    "FitResult",
+    "available_flows",
+    "build_flow",
+    "register_flow",
+    "transforms",
+    "__version__",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"flowinfer.{name}")
+    raise AttributeError(f"module 'flowinfer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_LAZY_MODULES))

@@ -1,0 +1,248 @@
+"""The Flow container: a base distribution and a chain of bijectors, as a Pyro distribution."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions.conditional import ConditionalTransform
+from pyro.distributions.torch_transform import TransformModule
+from torch import Tensor, nn
+from torch.distributions import Transform
+
+from flowinfer.nn import check_positive_int
+from flowinfer.transforms.base import check_event
+
+__all__ = ["Flow"]
+
+_BASES = ("standard", "learnable")
+
+
+class _StaticTransform(TransformModule):
+    """Holds a parameter-free Pyro/torch transform inside the flow's ``nn.ModuleList``."""
+
+    def __init__(self, transform: Transform) -> None:
+        super().__init__(cache_size=0)
+        self.transform = transform
+        self.domain = transform.domain
+        self.codomain = transform.codomain
+        self.bijective = transform.bijective
+
+    def _call(self, x: Tensor) -> Tensor:
+        return self.transform(x)
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return self.transform.inv(y)
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.transform.log_abs_det_jacobian(x, y)
+
+
+def _takes_context(layer: nn.Module) -> bool:
+    return getattr(layer, "context_dim", 0) > 0
+
+
+def _sum_event(ladj: Tensor, y: Tensor) -> Tensor:
+    # Elementwise (event_dim 0) torch transforms return one term per coordinate.
+    return ladj.sum(-1) if ladj.dim() == y.dim() else ladj
+
+
+class Flow(nn.Module):
+    """A normalizing flow: ``y = T_K(... T_1(z))`` with ``z`` from a Gaussian base.
+
+    Calling the flow returns a fresh ``pyro.distributions.TransformedDistribution`` (so no
+    state survives between optimizer steps); the methods below are one-pass shortcuts that
+    skip Pyro's bookkeeping.
+
+    Args:
+        transforms: bijectors applied base -> data, in order. flowinfer bijectors, Pyro
+            ``TransformModule``/``ConditionalTransformModule``s and parameter-free torch
+            transforms are accepted.
+        dim: event size.
+        context_dim: size of the context vector for conditional flows (0: unconditional).
+        base: ``"standard"`` (fixed N(0, I)) or ``"learnable"`` (diagonal Gaussian whose mean
+            and log standard deviation are parameters).
+
+    Example:
+        >>> from flowinfer.transforms import affine_coupling, permutation
+        >>> flow = Flow([affine_coupling(2), permutation(2), affine_coupling(2)], dim=2)
+        >>> x = flow.sample((5,))
+        >>> flow.log_prob(x).shape
+        torch.Size([5])
+        >>> flow().event_shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        transforms: Sequence[Transform | nn.Module],
+        dim: int,
+        context_dim: int = 0,
+        base: str = "standard",
+    ) -> None:
+        super().__init__()
+        self.dim = check_positive_int(dim, "dim")
+        self.context_dim = check_positive_int(context_dim, "context_dim", allow_zero=True)
+        if base not in _BASES:
+            raise ValueError(f"base must be one of {_BASES}, got {base!r}")
+        layers = []
+        for i, t in enumerate(transforms):
+            if isinstance(t, nn.Module):
+                layers.append(t)
+            elif isinstance(t, Transform):
+                layers.append(_StaticTransform(t))
+            else:
+                raise TypeError(
+                    f"transforms[{i}] must be a torch/Pyro transform, got {type(t).__name__}"
+                )
+        self.layers = nn.ModuleList(layers)
+        self.base = base
+        if base == "learnable":
+            self.base_loc = nn.Parameter(torch.zeros(dim))
+            self.base_log_scale = nn.Parameter(torch.zeros(dim))
+        else:
+            self.register_buffer("base_loc", torch.zeros(dim))
+            self.register_buffer("base_log_scale", torch.zeros(dim))
+        #: Registry name and hyper-parameters, set by ``build_flow`` (used by save/load).
+        self.config: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ checks
+    @property
+    def is_conditional(self) -> bool:
+        return self.context_dim > 0
+
+    def _check_context(self, context: Tensor | None) -> Tensor | None:
+        if self.context_dim == 0:
+            if context is not None:
+                raise ValueError(
+                    "context was given to an unconditional flow (context_dim=0); build the "
+                    "flow with context_dim=... to condition it"
+                )
+            return None
+        if context is None:
+            raise ValueError(
+                f"context is required: this flow is conditional (context_dim="
+                f"{self.context_dim}); pass a tensor of shape (..., {self.context_dim})"
+            )
+        check_event(context, self.context_dim, "context")
+        return context
+
+    # ------------------------------------------------------------------ pyro view
+    def base_distribution(self, context: Tensor | None = None) -> dist.Distribution:
+        """The base ``Normal(loc, scale).to_event(1)``, batched like ``context``."""
+        base = dist.Normal(self.base_loc, torch.exp(self.base_log_scale)).to_event(1)
+        if context is not None and context.dim() > 1:
+            base = base.expand(context.shape[:-1])
+        return base
+
+    def transforms(self, context: Tensor | None = None) -> list[Transform]:
+        """The chain of transforms, each conditioned on ``context`` where it takes one."""
+        if context is None:
+            return list(self.layers)
+        return [
+            t.condition(context) if isinstance(t, ConditionalTransform) else t
+            for t in self.layers
+        ]
+
+    def forward(self, context: Tensor | None = None) -> dist.TransformedDistribution:
+        """A fresh ``TransformedDistribution`` (conditioned on ``context`` if given)."""
+        context = self._check_context(context)
+        return dist.TransformedDistribution(
+            self.base_distribution(context), self.transforms(context)
+        )
+
+    # ------------------------------------------------------------------ one-pass paths
+    @staticmethod
+    def _layer_forward(layer: nn.Module, x: Tensor, context: Tensor | None):
+        if hasattr(layer, "call_and_ladj"):
+            return layer.call_and_ladj(x, context if _takes_context(layer) else None)
+        t = layer.condition(context) if isinstance(layer, ConditionalTransform) else layer
+        y = t(x)
+        return y, _sum_event(t.log_abs_det_jacobian(x, y), y)
+
+    @staticmethod
+    def _layer_inverse(layer: nn.Module, y: Tensor, context: Tensor | None):
+        if hasattr(layer, "inverse_and_ladj"):
+            return layer.inverse_and_ladj(y, context if _takes_context(layer) else None)
+        t = layer.condition(context) if isinstance(layer, ConditionalTransform) else layer
+        x = t.inv(y)
+        return x, _sum_event(t.log_abs_det_jacobian(x, y), y)
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Log density of points ``x`` of shape ``(..., dim)`` (one pass for MAF/coupling)."""
+        check_event(x, self.dim, "x")
+        context = self._check_context(context)
+        total = 0.0
+        for layer in reversed(self.layers):
+            x, ladj = self._layer_inverse(layer, x, context)
+            total = total + ladj
+        return self.base_distribution(context).log_prob(x) - total
+
+    def _forward_pass(
+        self, z: Tensor, context: Tensor | None, keep: bool = False
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        total = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+        outputs = [z] if keep else []
+        for layer in self.layers:
+            z, ladj = self._layer_forward(layer, z, context)
+            total = total + ladj
+            if keep:
+                outputs.append(z)
+        return z, total, outputs
+
+    def _base_sample(self, sample_shape: Sequence[int] | torch.Size, context: Tensor | None):
+        return self.base_distribution(context).rsample(torch.Size(sample_shape))
+
+    def rsample(
+        self, sample_shape: Sequence[int] | torch.Size = (), context: Tensor | None = None
+    ) -> Tensor:
+        """Reparameterised samples of shape ``sample_shape + batch_shape + (dim,)``."""
+        context = self._check_context(context)
+        return self._forward_pass(self._base_sample(sample_shape, context), context)[0]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        sample_shape: Sequence[int] | torch.Size = (),
+        context: Tensor | None = None,
+        temperature: float = 1.0,
+    ) -> Tensor:
+        """Samples without gradients; ``temperature`` scales the base standard deviation."""
+        context = self._check_context(context)
+        z = self._base_sample(sample_shape, context)
+        if temperature != 1.0:
+            if not temperature > 0:
+                raise ValueError(f"temperature must be positive, got {temperature!r}")
+            z = self.base_loc + temperature * (z - self.base_loc)
+        return self._forward_pass(z, context)[0]
+
+    def rsample_and_log_prob(
+        self, sample_shape: Sequence[int] | torch.Size = (), context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Reparameterised samples and their log density in one forward pass (IAF, coupling)."""
+        context = self._check_context(context)
+        base = self.base_distribution(context)
+        z = base.rsample(torch.Size(sample_shape))
+        y, total, _ = self._forward_pass(z, context)
+        return y, base.log_prob(z) - total
+
+    @torch.no_grad()
+    def sample_and_log_prob(
+        self, sample_shape: Sequence[int] | torch.Size = (), context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Like :meth:`rsample_and_log_prob`, without gradients."""
+        return self.rsample_and_log_prob(sample_shape, context)
+
+    def transform_with_intermediates(
+        self, z: Tensor, context: Tensor | None = None
+    ) -> list[Tensor]:
+        """Push base points ``z`` through the chain; returns ``[z, T_1(z), ..., y]``."""
+        check_event(z, self.dim, "z")
+        context = self._check_context(context)
+        return self._forward_pass(z, context, keep=True)[2]
+
+    def extra_repr(self) -> str:
+        extra = f", context_dim={self.context_dim}" if self.context_dim else ""
+        return f"dim={self.dim}{extra}, base={self.base!r}"

@@ -1,0 +1,143 @@
+"""Flows by name: ``register_flow``, ``build_flow`` and ``available_flows``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+from torch.distributions import Transform
+
+from flowinfer.flow import Flow
+from flowinfer.nn import check_positive_int
+
+__all__ = ["FlowSpec", "register_flow", "build_flow", "available_flows", "get_flow_spec"]
+
+Factory = Callable[..., Sequence[Transform | nn.Module]]
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """What the registry knows of a flow: its factory and what it supports."""
+
+    name: str
+    factory: Factory
+    description: str
+    has_inverse: bool = True
+    supports_context: bool = True
+
+
+_REGISTRY: dict[str, FlowSpec] = {}
+
+
+def register_flow(
+    name: str,
+    *,
+    description: str | None = None,
+    has_inverse: bool = True,
+    supports_context: bool = True,
+    overwrite: bool = False,
+) -> Callable[[Factory], Factory]:
+    """Decorator registering ``factory(dim, context_dim=0, **hyper) -> list of transforms``.
+
+    Args:
+        name: the name users pass to :func:`build_flow`.
+        description: one line for :func:`available_flows` (default: the docstring's first line).
+        has_inverse: whether every transform has an analytic inverse (``log_prob`` of data).
+        supports_context: whether the factory honours ``context_dim > 0``.
+        overwrite: allow replacing an existing name.
+
+    Example:
+        >>> import flowinfer as fi
+        >>> @fi.register_flow("tiny-realnvp", overwrite=True)
+        ... def tiny(dim, context_dim=0):
+        ...     "Two affine couplings."
+        ...     return [fi.transforms.affine_coupling(dim, hidden=(8,)),
+        ...             fi.transforms.permutation(dim),
+        ...             fi.transforms.affine_coupling(dim, hidden=(8,))]
+        >>> fi.build_flow("tiny-realnvp", dim=2).log_prob(torch.zeros(2)).shape
+        torch.Size([])
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+
+    def decorator(factory: Factory) -> Factory:
+        if name in _REGISTRY and not overwrite:
+            raise ValueError(f"a flow named {name!r} is already registered (overwrite=True)")
+        doc = description or (inspect.getdoc(factory) or name).strip().splitlines()[0]
+        _REGISTRY[name] = FlowSpec(name, factory, doc, has_inverse, supports_context)
+        return factory
+
+    return decorator
+
+
+def get_flow_spec(name: str) -> FlowSpec:
+    """The :class:`FlowSpec` of a registered name; ``ValueError`` listing names otherwise."""
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown flow {name!r}; available flows: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[name]
+
+
+def available_flows() -> dict[str, str]:
+    """Registered flow names with a one-line description each.
+
+    Example:
+        >>> import flowinfer as fi
+        >>> "nsf" in fi.available_flows()
+        True
+    """
+    return {name: spec.description for name, spec in sorted(_REGISTRY.items())}
+
+
+def build_flow(
+    name: str, dim: int, context_dim: int = 0, base: str = "standard", **hyper: Any
+) -> Flow:
+    """Build a registered flow.
+
+    Args:
+        name: a name from :func:`available_flows`.
+        dim: event size of the flow.
+        context_dim: size of the context vector (0 for an unconditional flow).
+        base: ``"standard"`` N(0, I) base or ``"learnable"`` diagonal Gaussian.
+        **hyper: the flow's hyper-parameters (``num_layers``, ``hidden``, ``bins``, ...).
+
+    Returns:
+        A :class:`~flowinfer.flow.Flow`, whose ``config`` records how it was built.
+
+    Example:
+        >>> import flowinfer as fi
+        >>> flow = fi.build_flow("nsf", dim=2, num_layers=2, hidden=(16,), bins=4)
+        >>> flow.sample((3,)).shape
+        torch.Size([3, 2])
+    """
+    spec = get_flow_spec(name)
+    check_positive_int(dim, "dim")
+    check_positive_int(context_dim, "context_dim", allow_zero=True)
+    if context_dim and not spec.supports_context:
+        conditional = sorted(n for n, s in _REGISTRY.items() if s.supports_context)
+        raise ValueError(
+            f"flow {name!r} does not support context (context_dim={context_dim}); "
+            f"conditional flows: {', '.join(conditional)}"
+        )
+    accepted = inspect.signature(spec.factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(hyper) - set(accepted))
+        if unknown:
+            known = sorted(set(accepted) - {"dim", "context_dim"})
+            raise ValueError(
+                f"unknown hyper-parameter(s) {unknown} for flow {name!r}; accepted: {known}"
+            )
+    transforms = spec.factory(dim, context_dim=context_dim, **hyper)
+    flow = Flow(transforms, dim=dim, context_dim=context_dim, base=base)
+    flow.config = {
+        "name": name,
+        "dim": dim,
+        "context_dim": context_dim,
+        "base": base,
+        "hyper": dict(hyper),
+    }
+    return flow
