@@ -102,7 +102,7 @@ def nsf(
     bound: float = 5.0,
     permutation: str = "reverse",
 ) -> list[nn.Module]:
-    """Neural spline flow, coupling form (NSF-C): rational-quadratic splines (Durkan et al. 2019)."""
+    """Neural spline flow, coupling form (NSF-C): rational-quadratic splines (Durkan 2019)."""
     return _coupling_stack(dim, context_dim, num_layers, permutation, element="spline",
                            hidden=hidden, bins=bins, bound=bound)
 
@@ -133,7 +133,7 @@ def iaf(
     log_scale_bound: float = 5.0,
     permutation: str = "reverse",
 ) -> list[nn.Module]:
-    """Inverse autoregressive flow: one-pass sampling and density of samples, for guides (Kingma 2016)."""
+    """Inverse autoregressive flow: one-pass sampling and sample density (Kingma 2016)."""
     return _autoregressive_stack(dim, context_dim, num_layers, permutation, element="affine",
                                  direction="iaf", hidden=hidden, residual=residual,
                                  log_scale_bound=log_scale_bound)
@@ -165,7 +165,7 @@ def glow(
     hidden: Sequence[int] = (64, 64),
     log_scale_bound: float = 5.0,
 ) -> list[nn.Module]:
-    """Glow for vectors: ActNorm, LU-decomposed linear map, affine coupling (Kingma & Dhariwal 2018)."""
+    """Glow for vectors: ActNorm, LU linear map, affine coupling (Kingma & Dhariwal 2018)."""
     check_positive_int(num_layers, "num_layers")
     layers: list[nn.Module] = []
     for _ in range(num_layers):

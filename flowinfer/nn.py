@@ -219,9 +219,6 @@ class MaskedMLP(nn.Module):
         if context is not None:
             x = torch.cat([x, context], dim=-1)
         h = self.input_layer(x)
-        if self.residual:
-            h = self.activation(self.blocks(h))
-        else:
-            h = self.blocks(self.activation(h))
+        h = self.activation(self.blocks(h)) if self.residual else self.blocks(self.activation(h))
         out = self.output_layer(h)
         return out.unflatten(-1, (self.dim, self.params_per_dim))

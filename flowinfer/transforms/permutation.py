@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 from pyro.distributions import constraints
-from pyro.distributions.transforms import Permute
 from pyro.distributions.torch_transform import TransformModule
+from pyro.distributions.transforms import Permute
 from torch import Tensor
 
 from flowinfer.transforms.base import check_event

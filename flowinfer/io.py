@@ -1,0 +1,345 @@
+"""Checkpoints: save a flow built by ``build_flow`` and load it back, safely.
+
+A checkpoint is one ``torch.save`` file holding a plain dictionary::
+
+    {"format": "flowinfer-checkpoint", "format_version": 1,
+     "flowinfer_version": "0.1.0", "torch_version": "2.13.0",
+     "config": {"name": "nsf", "dim": 2, "context_dim": 0, "base": "standard",
+                "hyper": {"num_layers": 5, "hidden": [64, 64], ...}},
+     "state_dict": {...}, "extra": {...}}
+
+Only tensors and plain Python values are stored, so :func:`load` reads it with
+``torch.load(..., weights_only=True)``: opening a checkpoint never runs code from the file.
+The flow is rebuilt from its registry name and hyper-parameters and then given the saved
+parameters, so a checkpoint stays readable when the classes behind a flow are refactored, as
+long as the same name builds the same parameter shapes.
+
+Writes are atomic: the file is written next to its destination under a temporary name,
+flushed to disk and renamed over the destination, so a crash mid-write leaves the previous
+checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flowinfer.flow import Flow
+from flowinfer.registry import build_flow, get_flow_spec
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "save", "load", "load_checkpoint", "from_checkpoint"]
+
+FORMAT = "flowinfer-checkpoint"
+FORMAT_VERSION = 1
+
+PathLike = str | os.PathLike
+
+
+# ------------------------------------------------------------------------------ plain values
+def _to_plain(value: Any, where: str, allow_tensors: bool) -> Any:
+    """Tuples become lists; anything weights_only loading would refuse raises ValueError."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, tuple | list):
+        return [_to_plain(v, f"{where}[{i}]", allow_tensors) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str | int):
+                raise ValueError(f"{where} has a key of type {type(k).__name__}; keys must be "
+                                 "strings or integers")
+            out[k] = _to_plain(v, f"{where}[{k!r}]", allow_tensors)
+        return out
+    if allow_tensors and isinstance(value, torch.Tensor):
+        return value.detach()
+    kinds = "None, bool, int, float, str, lists, tuples, dicts" + (
+        " and tensors" if allow_tensors else "")
+    raise ValueError(
+        f"{where} is a {type(value).__name__}; a checkpoint holds only {kinds} (so it can be "
+        "loaded with weights_only=True)"
+    )
+
+
+def _from_plain(value: Any) -> Any:
+    # Hyper-parameters were tuples when the flow was built (hidden=(64, 64)); lists were
+    # only the storage form.
+    if isinstance(value, list):
+        return tuple(_from_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _from_plain(v) for k, v in value.items()}
+    return value
+
+
+def _check_path(path: Any, name: str = "path") -> Path:
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
+    return Path(path)
+
+
+# ------------------------------------------------------------------------------ save
+def save(flow: Flow, path: PathLike, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``flow`` (built by :func:`~flowinfer.registry.build_flow`) to ``path``.
+
+    Args:
+        flow: the flow; its ``config`` (set by ``build_flow``) says how to rebuild it.
+        path: destination file (conventionally ``*.pt``); its folder must exist.
+        extra: optional dictionary stored beside the flow, e.g. ``{"epoch": 12,
+            "optimizer": optimizer.state_dict()}`` for resuming; read it back with
+            :func:`load_checkpoint`. Tensors and plain Python values only.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: the flow has no ``config`` (built by hand), or a hyper-parameter or
+            ``extra`` holds something other than plain values.
+        FileNotFoundError: the destination folder does not exist.
+
+    Example:
+        >>> import os, tempfile, flowinfer as fi
+        >>> flow = fi.build_flow("realnvp", dim=2, num_layers=2, hidden=(8,))
+        >>> path = os.path.join(tempfile.mkdtemp(), "flow.pt")
+        >>> _ = save(flow, path)
+        >>> x = torch.randn(4, 2)
+        >>> torch.allclose(load(path).log_prob(x), flow.log_prob(x))
+        True
+    """
+    if not isinstance(flow, Flow):
+        raise TypeError(f"flow must be a flowinfer Flow, got {type(flow).__name__}")
+    path = _check_path(path)
+    if flow.config is None:
+        raise ValueError(
+            "flow has no config: only flows built with fi.build_flow(name, ...) can be saved "
+            "with fi.save, because loading rebuilds them by name. For a flow assembled by "
+            "hand, save its parameters with torch.save(flow.state_dict(), path) and rebuild "
+            "it the same way before flow.load_state_dict(torch.load(path))"
+        )
+    if extra is not None and not isinstance(extra, dict):
+        raise ValueError(f"extra must be a dict or None, got {type(extra).__name__}")
+    config = flow.config
+    for key in ("name", "dim", "context_dim", "base", "hyper"):
+        if key not in config:
+            raise ValueError(f"flow.config lacks {key!r}; it must come from fi.build_flow")
+    checkpoint = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "flowinfer_version": _flowinfer_version(),
+        "torch_version": str(torch.__version__),
+        "config": _to_plain(dict(config), "flow.config", allow_tensors=False),
+        "state_dict": {k: v.detach() for k, v in flow.state_dict().items()},
+        "extra": _to_plain(extra or {}, "extra", allow_tensors=True),
+    }
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot save to {path}: folder {folder} does not exist")
+    _atomic_torch_save(checkpoint, path, folder)
+    return path
+
+
+def _flowinfer_version() -> str:
+    import flowinfer
+
+    return flowinfer.__version__
+
+
+def _atomic_torch_save(obj: Any, path: Path, folder: Path) -> None:
+    # Same folder as the destination: os.replace is then a rename on one file system, which
+    # is atomic; a crash leaves either the old file or the new one, never half of one.
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable on POSIX; not possible (nor needed) on Windows.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------ load
+def load_checkpoint(path: PathLike, map_location: Any = None) -> dict[str, Any]:
+    """Read and validate a checkpoint written by :func:`save`; returns its dictionary.
+
+    Use it to resume training (``checkpoint["extra"]``) or inspect ``checkpoint["config"]``;
+    :func:`from_checkpoint` turns it into a flow. Hyper-parameters come back as stored
+    (lists, not tuples).
+
+    Args:
+        path: the checkpoint file.
+        map_location: passed to ``torch.load`` (e.g. ``"cpu"`` for a checkpoint saved on a
+            GPU).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a flowinfer checkpoint (corrupt, truncated, from another
+            program, holding arbitrary objects) or is from a newer format version.
+
+    Example:
+        >>> import os, tempfile, flowinfer as fi
+        >>> path = os.path.join(tempfile.mkdtemp(), "flow.pt")
+        >>> _ = save(fi.build_flow("maf", dim=3, num_layers=1), path, extra={"epoch": 7})
+        >>> ckpt = load_checkpoint(path)
+        >>> ckpt["config"]["name"], ckpt["extra"]["epoch"]
+        ('maf', 7)
+    """
+    path = _check_path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a checkpoint file")
+    try:
+        with warnings.catch_warnings():
+            # Foreign pickles make torch warn about their protocol before failing anyway.
+            warnings.simplefilter("ignore", UserWarning)
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            raise ValueError(
+                f"{path} is not a flowinfer checkpoint: torch.load(weights_only=True) refused "
+                f"it{_refused_global(str(err))}; it is not a torch file, or it holds Python "
+                "objects other than tensors and plain values, which are never loaded for safety"
+            ) from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a readable checkpoint (corrupt or not a torch "
+                         f"file): {first}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError,
+            IndexError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path} is not a readable checkpoint (corrupt, truncated or not a torch file): "
+            f"{first}"
+        ) from None
+    return _validate(checkpoint, path)
+
+
+def _refused_global(message: str) -> str:
+    # torch's message is mostly advice on how to bypass the check; keep only what it refused.
+    _, _, detail = message.partition("WeightsUnpickler error:")
+    for line in detail.splitlines():
+        if line.strip():
+            return f" ({line.split(' was not an allowed')[0].strip()})"
+    return ""
+
+
+def _validate(checkpoint: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        what = (f"a dict with keys {sorted(map(str, checkpoint))[:6]}"
+                if isinstance(checkpoint, dict) else f"a {type(checkpoint).__name__}")
+        raise ValueError(
+            f"{path} is not a flowinfer checkpoint (expected format {FORMAT!r}, found {what}); "
+            "write checkpoints with fi.save(flow, path)"
+        )
+    version = checkpoint.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{path}: invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format_version {version}, newer than this flowinfer "
+            f"({_flowinfer_version()}) reads (up to {FORMAT_VERSION}); it was written by "
+            f"flowinfer {checkpoint.get('flowinfer_version', '?')}: upgrade flowinfer"
+        )
+    config = checkpoint.get("config")
+    expected = {"name": str, "dim": int, "context_dim": int, "base": str, "hyper": dict}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: checkpoint has no config dictionary")
+    for key, kind in expected.items():
+        if not isinstance(config.get(key), kind):
+            raise ValueError(f"{path}: config[{key!r}] must be a {kind.__name__}, got "
+                             f"{config.get(key)!r}")
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise ValueError(f"{path}: checkpoint has no state_dict of tensors")
+    checkpoint.setdefault("extra", {})
+    return checkpoint
+
+
+def from_checkpoint(checkpoint: dict[str, Any], path: PathLike = "<checkpoint>") -> Flow:
+    """Rebuild the flow a validated checkpoint dictionary describes (see :func:`load`).
+
+    Example:
+        >>> import os, tempfile, flowinfer as fi
+        >>> path = os.path.join(tempfile.mkdtemp(), "flow.pt")
+        >>> _ = save(fi.build_flow("nsf", dim=2, num_layers=1, hidden=(8,)), path)
+        >>> from_checkpoint(load_checkpoint(path)).config["hyper"]["hidden"]
+        (8,)
+    """
+    config = checkpoint["config"]
+    name = config["name"]
+    try:
+        get_flow_spec(name)
+    except ValueError as err:
+        raise ValueError(
+            f"{path}: flow {name!r} is not registered in this session ({err}); import the "
+            "module that registers it (fi.register_flow) before loading"
+        ) from None
+    hyper = _from_plain(config["hyper"])
+    try:
+        flow = build_flow(name, dim=config["dim"], context_dim=config["context_dim"],
+                          base=config["base"], **hyper)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: cannot rebuild flow {name!r} from its config: {err}") from None
+    state = checkpoint["state_dict"]
+    reference = state.get("base_loc")
+    if reference is not None:
+        # Rebuild in the saved dtype and device: load_state_dict would otherwise cast a
+        # float64 flow's parameters down to float32.
+        flow.to(device=reference.device, dtype=reference.dtype)
+    try:
+        flow.load_state_dict(state)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())
+        raise ValueError(
+            f"{path}: the saved parameters do not fit flow {name!r} as built from its config "
+            f"(saved by flowinfer {checkpoint.get('flowinfer_version', '?')}): {detail}"
+        ) from None
+    return flow.eval()
+
+
+def load(path: PathLike, map_location: Any = None) -> Flow:
+    """Load a flow saved with :func:`save`; returned in eval mode.
+
+    Args:
+        path: the checkpoint file.
+        map_location: passed to ``torch.load`` (e.g. ``"cpu"``); the flow is rebuilt on the
+            device and in the dtype of the loaded parameters.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: naming ``path`` and the problem: corrupt or truncated file, a file from
+            another program, a newer format version, an unregistered flow name, or parameters
+            whose shapes do not match the rebuilt flow.
+
+    Example:
+        >>> import os, tempfile, flowinfer as fi
+        >>> path = os.path.join(tempfile.mkdtemp(), "flow.pt")
+        >>> _ = save(fi.build_flow("maf", dim=3, num_layers=2), path)
+        >>> load(path).sample((5,)).shape
+        torch.Size([5, 3])
+    """
+    return from_checkpoint(load_checkpoint(path, map_location), path)
