@@ -26,18 +26,25 @@ _LAZY = {
     "fit_density": "flowinfer.fit",
     "fit_reverse_kl": "flowinfer.reverse_kl",
     "estimate_log_z": "flowinfer.reverse_kl",
+    "sampler_flow": "flowinfer.reverse_kl",
+    "importance_resample": "flowinfer.reverse_kl",
     "importance_summary": "flowinfer.evidence",
     "AutoFlow": "flowinfer.guides",
     "AutoAmortizedFlow": "flowinfer.guides",
+    "init_to_median_or_zero": "flowinfer.guides",
     "diagnose": "flowinfer.diagnostics",
     "to_inference_data": "flowinfer.diagnostics",
     "neutra_mcmc": "flowinfer.diagnostics",
     "FlowPrior": "flowinfer.priors",
+    "AmortizedFlowPosterior": "flowinfer.amortized",
+    "iwae_bound": "flowinfer.amortized",
     "save": "flowinfer.io",
     "load": "flowinfer.io",
+    "DataParallelSVI": "flowinfer.distributed",
 }
 _LAZY_MODULES = ("datasets", "targets", "plotting", "diagnostics", "guides", "io", "splines",
-                 "nn", "evidence", "fit", "reverse_kl", "priors")
+                 "nn", "evidence", "fit", "reverse_kl", "priors",
+                 "amortized", "distributed")
 
 __all__ = [
     "Flow",

@@ -48,7 +48,7 @@ class ImportanceSummary:
 
 def khat_reading(khat: float) -> str:
     """Plain-words reading of a Pareto k-hat value (Yao et al. 2018 thresholds)."""
-    if not math.isfinite(khat):
+    if math.isnan(khat):
         return "undefined"
     if khat < 0.5:
         return "good"
@@ -97,7 +97,12 @@ def importance_summary(log_weights: Tensor | np.ndarray) -> ImportanceSummary:
     log_z_se = float(w.std(ddof=1) / (math.sqrt(n) * mean_w))
     ess = float(w.sum() ** 2 / (w**2).sum())
     finite = lw[np.isfinite(lw)]
-    khat = psis_khat(finite) if finite.size >= 5 else math.nan
+    if finite.size >= 5 and np.ptp(finite) <= 1e-6 * max(1.0, abs(top)):
+        # Constant weights (q equals the target up to rounding): bounded weights mean
+        # k <= 0, but the Pareto fit to rounding noise is meaningless (ArviZ returns inf).
+        khat = -math.inf
+    else:
+        khat = psis_khat(finite) if finite.size >= 5 else math.nan
     return ImportanceSummary(log_z, log_z_se, ess, ess / n, khat, n)
 
 

@@ -13,14 +13,23 @@ References:
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
+import pyro
 import torch
 from torch import Tensor
 
+from flowinfer.distributed import training_context
 from flowinfer.flow import Flow
+from flowinfer.io import (
+    check_checkpoint_paths,
+    read_training_state,
+    restore_training_state,
+    save_training_state,
+)
 from flowinfer.registry import get_flow_spec
 from flowinfer.training import BestState, FitResult, make_optimizer, stop_on_non_finite
 from flowinfer.training import progress as progress_bar
@@ -187,6 +196,9 @@ def fit_density(
     progress: bool | None = None,
     seed: int | None = None,
     callback: Callback | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    distributed: bool = False,
 ) -> FitResult:
     """Fit ``flow`` to ``data`` by maximum likelihood with mini-batch Adam.
 
@@ -221,6 +233,15 @@ def fit_density(
             RNG, so ``torch.manual_seed`` makes runs repeatable).
         callback: ``callback(epoch, info)`` after each epoch, ``info`` holding
             ``train_loss``, ``val_loss``, ``lr`` and ``flow``; returning True stops the run.
+        checkpoint: file rewritten atomically after every epoch (by rank 0 only) with the
+            flow, optimizer, schedule, shuffling and early-stopping state
+            (:func:`~flowinfer.io.save_training_state`); ``fi.load`` reads the flow back.
+        resume: a ``checkpoint`` file of an interrupted run with the same flow, data and
+            options: training continues after its last epoch and ends as the uninterrupted
+            run would have. ``seed`` may be left None (the saved one is used).
+        distributed: data-parallel training on every rank of a ``torch.distributed``
+            process group (launch with ``torchrun``; see :mod:`flowinfer.distributed`).
+            ``batch_size`` is then the global batch, split evenly over the ranks.
 
     Returns:
         :class:`~flowinfer.training.FitResult` with ``history["train_loss"]``,
@@ -251,14 +272,21 @@ def fit_density(
     _check_options(flow, epochs, batch_size, schedule, clip_grad, val_fraction, patience,
                    progress, seed, callback)
     x, c = _rows_and_context(data, context, flow, "data", "context")
+    check_checkpoint_paths(checkpoint, resume)
+    parallel = training_context(flow, distributed)
+    saved = None if resume is None else read_training_state(resume, flow)
+    if saved is not None and seed is not None and seed != saved["seed"]:
+        raise ValueError(f"seed={seed} differs from the resumed run's seed {saved['seed']}; "
+                         "leave seed=None to use the saved one")
     params = [p for p in flow.parameters() if p.requires_grad]
     if not params:
         raise ValueError("flow has no trainable parameters")
     optimizer = make_optimizer(params, lr, weight_decay)
 
     device = x.device
-    if seed is None:
-        seed = int(torch.randint(0, 2**62, ()))
+    if saved is not None:
+        seed = saved["seed"]
+    seed = parallel.shared_seed(seed, x)
     generator = torch.Generator(device=device).manual_seed(seed)
 
     if val_data is not None:
@@ -281,7 +309,9 @@ def fit_density(
         x_train, c_train = x, c
 
     n_train = x_train.shape[0]
-    steps_per_epoch = math.ceil(n_train / batch_size)
+    steps_per_epoch = parallel.steps_per_epoch(n_train, batch_size)
+    local_batch = parallel.local_batch(batch_size)
+    parallel.prepare(x_train, c_train, batch_size, seed)
     if schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=epochs * steps_per_epoch)
@@ -300,18 +330,34 @@ def fit_density(
     monitor = "val_loss" if x_val is not None else "train_loss"
     best = BestState(flow)
     since_best = 0
+    first_epoch = 0
+    if saved is not None:
+        first_epoch, since_best = restore_training_state(
+            saved, flow, optimizer=optimizer, scheduler=scheduler, generator=generator,
+            n_rows=n_train, history=history, best=best)
+        if patience is not None and since_best >= patience:
+            # The saved run had already stopped early after its last epoch.
+            first_epoch = epochs
+            result.stop_reason = "early_stopping"
+            result.message = (f"the resumed run had stopped early after epoch "
+                              f"{saved['epoch']}: no better {monitor} for {patience} epochs")
     start_time = time.perf_counter()
-    epoch_bar = progress_bar(range(epochs), progress, total=epochs, desc="fit_density")
+    epoch_bar = progress_bar(range(first_epoch, epochs), progress if parallel.is_main else False,
+                             total=max(0, epochs - first_epoch), desc="fit_density")
+    # The data were checked above; Pyro's per-batch support check of the base's input would
+    # turn NaN parameters (a diverged step) into a ValueError instead of a non-finite loss
+    # that stops the run and restores the best parameters.
+    validation = pyro.validation_enabled(False)
+    validation.__enter__()
     try:
         for epoch in epoch_bar:
             flow.train()
             lr_now = optimizer.param_groups[0]["lr"]
-            order = torch.randperm(n_train, generator=generator, device=device)
+            order = parallel.epoch_order(n_train, generator, epoch)
             total = torch.zeros((), dtype=torch.float64, device=device)
-            for begin in range(0, n_train, batch_size):
-                idx = order[begin:begin + batch_size]
-                loss = -flow.log_prob(x_train[idx], None if c_train is None else c_train[idx]
-                                      ).mean()
+            for begin in range(0, order.shape[0], local_batch):
+                idx = order[begin:begin + local_batch]
+                loss = parallel.nll(x_train[idx], None if c_train is None else c_train[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, max_norm)
@@ -319,7 +365,7 @@ def fit_density(
                 if step_scheduler is not None:
                     step_scheduler.step()
                 total += loss.detach().double() * idx.shape[0]
-            train_loss = float(total) / n_train
+            train_loss = parallel.average(float(total), order.shape[0], x_train)
             history["train_loss"].append(train_loss)
             history["lr"].append(lr_now)
             if stop_on_non_finite(train_loss, epoch, best, result, what="training loss"):
@@ -327,7 +373,7 @@ def fit_density(
             val_loss = math.nan
             if x_val is not None:
                 flow.eval()
-                val_loss = mean_nll(flow, x_val, c_val)
+                val_loss = parallel.mean_nll(x_val, c_val)
                 history["val_loss"].append(val_loss)
                 if stop_on_non_finite(val_loss, epoch, best, result, what="validation loss"):
                     break
@@ -340,9 +386,14 @@ def fit_density(
                 scheduler.step(watched)
             if hasattr(epoch_bar, "set_postfix"):
                 epoch_bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
-            if callback is not None and callback(epoch, {
+            if checkpoint is not None and parallel.is_main:
+                save_training_state(
+                    checkpoint, flow, optimizer=optimizer, scheduler=scheduler,
+                    generator=generator, epoch=epoch, seed=seed, n_rows=n_train,
+                    history=history, best=best, since_best=since_best)
+            if parallel.any(callback is not None and callback(epoch, {
                 "train_loss": train_loss, "val_loss": val_loss, "lr": lr_now, "flow": flow,
-            }):
+            }), x_train):
                 result.stop_reason = "early_stopping"
                 result.message = f"stopped by the callback after epoch {epoch}"
                 break
@@ -354,7 +405,9 @@ def fit_density(
                 )
                 break
     finally:
+        validation.__exit__(None, None, None)
         flow.eval()
+        parallel.close()
         if hasattr(epoch_bar, "close"):
             epoch_bar.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from torch.distributions import Transform
 
 from flowinfer.nn import check_positive_int
 from flowinfer.transforms.base import check_event
+from flowinfer.transforms.images import check_image
 
 __all__ = ["Flow"]
 
@@ -44,9 +46,12 @@ def _takes_context(layer: nn.Module) -> bool:
     return getattr(layer, "context_dim", 0) > 0
 
 
-def _sum_event(ladj: Tensor, y: Tensor) -> Tensor:
+def _sum_event(ladj: Tensor, y: Tensor, event_ndim: int = 1) -> Tensor:
     # Elementwise (event_dim 0) torch transforms return one term per coordinate.
-    return ladj.sum(-1) if ladj.dim() == y.dim() else ladj
+    batch_ndim = y.dim() - event_ndim
+    if ladj.dim() > batch_ndim:
+        return ladj.sum(tuple(range(batch_ndim, ladj.dim())))
+    return ladj
 
 
 class Flow(nn.Module):
@@ -60,10 +65,12 @@ class Flow(nn.Module):
         transforms: bijectors applied base -> data, in order. flowinfer bijectors, Pyro
             ``TransformModule``/``ConditionalTransformModule``s and parameter-free torch
             transforms are accepted.
-        dim: event size.
+        dim: event size of a vector flow (``event_shape == (dim,)``).
         context_dim: size of the context vector for conditional flows (0: unconditional).
         base: ``"standard"`` (fixed N(0, I)) or ``"learnable"`` (diagonal Gaussian whose mean
             and log standard deviation are parameters).
+        shape: event shape of a flow on tensors, e.g. ``(C, H, W)`` for images (instead of
+            ``dim``; ``dim`` is then its number of elements).
 
     Example:
         >>> from flowinfer.transforms import affine_coupling, permutation
@@ -78,12 +85,14 @@ class Flow(nn.Module):
     def __init__(
         self,
         transforms: Sequence[Transform | nn.Module],
-        dim: int,
+        dim: int | None = None,
         context_dim: int = 0,
         base: str = "standard",
+        shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        self.dim = check_positive_int(dim, "dim")
+        self.event_shape = _event_shape(dim, shape)
+        self.dim = math.prod(self.event_shape)
         self.context_dim = check_positive_int(context_dim, "context_dim", allow_zero=True)
         if base not in _BASES:
             raise ValueError(f"base must be one of {_BASES}, got {base!r}")
@@ -100,11 +109,11 @@ class Flow(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.base = base
         if base == "learnable":
-            self.base_loc = nn.Parameter(torch.zeros(dim))
-            self.base_log_scale = nn.Parameter(torch.zeros(dim))
+            self.base_loc = nn.Parameter(torch.zeros(self.event_shape))
+            self.base_log_scale = nn.Parameter(torch.zeros(self.event_shape))
         else:
-            self.register_buffer("base_loc", torch.zeros(dim))
-            self.register_buffer("base_log_scale", torch.zeros(dim))
+            self.register_buffer("base_loc", torch.zeros(self.event_shape))
+            self.register_buffer("base_log_scale", torch.zeros(self.event_shape))
         #: Registry name and hyper-parameters, set by ``build_flow`` (used by save/load).
         self.config: dict[str, Any] | None = None
 
@@ -112,6 +121,12 @@ class Flow(nn.Module):
     @property
     def is_conditional(self) -> bool:
         return self.context_dim > 0
+
+    def _check_x(self, x: Tensor, name: str) -> None:
+        if len(self.event_shape) == 1:
+            check_event(x, self.dim, name)
+        else:
+            check_image(x, self.event_shape, name)
 
     def _check_context(self, context: Tensor | None) -> Tensor | None:
         if self.context_dim == 0:
@@ -131,8 +146,9 @@ class Flow(nn.Module):
 
     # ------------------------------------------------------------------ pyro view
     def base_distribution(self, context: Tensor | None = None) -> dist.Distribution:
-        """The base ``Normal(loc, scale).to_event(1)``, batched like ``context``."""
-        base = dist.Normal(self.base_loc, torch.exp(self.base_log_scale)).to_event(1)
+        """The base ``Normal(loc, scale)`` over the event shape, batched like ``context``."""
+        base = dist.Normal(self.base_loc, torch.exp(self.base_log_scale)).to_event(
+            len(self.event_shape))
         if context is not None and context.dim() > 1:
             base = base.expand(context.shape[:-1])
         return base
@@ -155,66 +171,77 @@ class Flow(nn.Module):
 
     # ------------------------------------------------------------------ one-pass paths
     @staticmethod
-    def _layer_forward(layer: nn.Module, x: Tensor, context: Tensor | None):
+    def _layer_forward(layer: nn.Module, x: Tensor, context: Tensor | None,
+                       event_ndim: int = 1):
         if hasattr(layer, "call_and_ladj"):
             return layer.call_and_ladj(x, context if _takes_context(layer) else None)
         t = layer.condition(context) if isinstance(layer, ConditionalTransform) else layer
         y = t(x)
-        return y, _sum_event(t.log_abs_det_jacobian(x, y), y)
+        return y, _sum_event(t.log_abs_det_jacobian(x, y), y, event_ndim)
 
     @staticmethod
-    def _layer_inverse(layer: nn.Module, y: Tensor, context: Tensor | None):
+    def _layer_inverse(layer: nn.Module, y: Tensor, context: Tensor | None,
+                       event_ndim: int = 1):
         if hasattr(layer, "inverse_and_ladj"):
             return layer.inverse_and_ladj(y, context if _takes_context(layer) else None)
         t = layer.condition(context) if isinstance(layer, ConditionalTransform) else layer
         x = t.inv(y)
-        return x, _sum_event(t.log_abs_det_jacobian(x, y), y)
+        return x, _sum_event(t.log_abs_det_jacobian(x, y), y, event_ndim)
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Log density of points ``x`` of shape ``(..., dim)`` (one pass for MAF/coupling)."""
-        check_event(x, self.dim, "x")
+        """Log density of points ``x`` of shape ``(..., *event_shape)`` (one pass for coupling)."""
+        self._check_x(x, "x")
         context = self._check_context(context)
         total = 0.0
+        event_ndim = len(self.event_shape)
         for layer in reversed(self.layers):
-            x, ladj = self._layer_inverse(layer, x, context)
+            x, ladj = self._layer_inverse(layer, x, context, event_ndim)
             total = total + ladj
         return self.base_distribution(context).log_prob(x) - total
 
     def _forward_pass(
         self, z: Tensor, context: Tensor | None, keep: bool = False
     ) -> tuple[Tensor, Tensor, list[Tensor]]:
-        total = torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+        event_ndim = len(self.event_shape)
+        total = torch.zeros(z.shape[: z.dim() - event_ndim], dtype=z.dtype, device=z.device)
         outputs = [z] if keep else []
         for layer in self.layers:
-            z, ladj = self._layer_forward(layer, z, context)
+            z, ladj = self._layer_forward(layer, z, context, event_ndim)
             total = total + ladj
             if keep:
                 outputs.append(z)
         return z, total, outputs
 
-    def _base_sample(self, sample_shape: Sequence[int] | torch.Size, context: Tensor | None):
+    def _base_sample(self, sample_shape: int | Sequence[int] | torch.Size,
+                     context: Tensor | None):
+        # An int n means (n,), as in flow.sample(64, temperature=0.7).
+        if isinstance(sample_shape, int) and not isinstance(sample_shape, bool):
+            sample_shape = (sample_shape,)
         return self.base_distribution(context).rsample(torch.Size(sample_shape))
 
     def rsample(
         self, sample_shape: Sequence[int] | torch.Size = (), context: Tensor | None = None
     ) -> Tensor:
-        """Reparameterised samples of shape ``sample_shape + batch_shape + (dim,)``."""
+        """Reparameterised samples of shape ``sample_shape + batch_shape + event_shape``."""
         context = self._check_context(context)
         return self._forward_pass(self._base_sample(sample_shape, context), context)[0]
 
     @torch.no_grad()
     def sample(
         self,
-        sample_shape: Sequence[int] | torch.Size = (),
+        sample_shape: int | Sequence[int] | torch.Size = (),
         context: Tensor | None = None,
         temperature: float = 1.0,
     ) -> Tensor:
         """Samples without gradients; ``temperature`` scales the base standard deviation."""
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+            raise TypeError(f"temperature must be a positive number, got "
+                            f"{type(temperature).__name__}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature!r}")
         context = self._check_context(context)
         z = self._base_sample(sample_shape, context)
         if temperature != 1.0:
-            if not temperature > 0:
-                raise ValueError(f"temperature must be positive, got {temperature!r}")
             z = self.base_loc + temperature * (z - self.base_loc)
         return self._forward_pass(z, context)[0]
 
@@ -239,10 +266,29 @@ class Flow(nn.Module):
         self, z: Tensor, context: Tensor | None = None
     ) -> list[Tensor]:
         """Push base points ``z`` through the chain; returns ``[z, T_1(z), ..., y]``."""
-        check_event(z, self.dim, "z")
+        self._check_x(z, "z")
         context = self._check_context(context)
         return self._forward_pass(z, context, keep=True)[2]
 
     def extra_repr(self) -> str:
         extra = f", context_dim={self.context_dim}" if self.context_dim else ""
-        return f"dim={self.dim}{extra}, base={self.base!r}"
+        size = f"dim={self.dim}" if len(self.event_shape) == 1 else \
+            f"shape={tuple(self.event_shape)}"
+        return f"{size}{extra}, base={self.base!r}"
+
+
+def _event_shape(dim: int | None, shape: Sequence[int] | None) -> torch.Size:
+    """The event shape from ``dim`` (vectors) or ``shape`` (tensors); both must agree."""
+    if shape is None:
+        if dim is None:
+            raise ValueError("dim is required (or shape=... for a flow on tensors such as "
+                             "images), got neither")
+        return torch.Size([check_positive_int(dim, "dim")])
+    if isinstance(shape, str) or not isinstance(shape, Sequence | torch.Size) or not shape:
+        raise ValueError(f"shape must be a non-empty sequence of positive integers, got "
+                         f"{shape!r}")
+    sizes = tuple(check_positive_int(s, "shape entries") for s in shape)
+    if dim is not None and check_positive_int(dim, "dim") != math.prod(sizes):
+        raise ValueError(f"dim must equal the number of elements of shape {sizes} "
+                         f"({math.prod(sizes)}), got dim={dim}")
+    return torch.Size(sizes)

@@ -19,6 +19,7 @@ from flowinfer.transforms.autoregressive import Autoregressive
 from flowinfer.transforms.base import ConditionalBijector
 from flowinfer.transforms.coupling import Coupling, default_mask
 from flowinfer.transforms.elementwise import ActNorm
+from flowinfer.transforms.images import glow_layers
 from flowinfer.transforms.linear import LULinear
 from flowinfer.transforms.permutation import permutation as make_permutation
 from flowinfer.transforms.pyro_adapter import CorrectedSylvester, PyroTransform
@@ -157,23 +158,61 @@ def nsf_ar(
                                  residual=residual)
 
 
-@register_flow("glow")
+@register_flow("glow", description="Glow (Kingma & Dhariwal 2018): ActNorm, invertible "
+               "linear map, affine coupling; shape=(C, H, W) builds the multiscale image Glow.")
 def glow(
     dim: int,
     context_dim: int = 0,
-    num_layers: int = 5,
-    hidden: Sequence[int] = (64, 64),
-    log_scale_bound: float = 5.0,
+    num_layers: int | None = None,
+    hidden: Sequence[int] | None = None,
+    log_scale_bound: float | None = None,
+    shape: Sequence[int] | None = None,
+    levels: int | None = None,
+    steps_per_level: int | None = None,
+    hidden_channels: int | None = None,
 ) -> list[nn.Module]:
-    """Glow for vectors: ActNorm, LU linear map, affine coupling (Kingma & Dhariwal 2018)."""
-    check_positive_int(num_layers, "num_layers")
-    layers: list[nn.Module] = []
-    for _ in range(num_layers):
-        layers += [ActNorm(dim), LULinear(dim)]
-        coupling = Coupling(dim, element="affine", hidden=hidden, context_dim=context_dim,
-                            log_scale_bound=log_scale_bound)
-        layers.append(_wrap(coupling, context_dim))
-    return layers
+    """Glow: ActNorm, LU-decomposed linear map, affine coupling (Kingma & Dhariwal 2018).
+
+    Without ``shape`` it is the vector version on ``dim`` (``num_layers`` steps, MLP
+    conditioners with ``hidden`` units, defaults 5 and (64, 64), log-scale bound 5). With
+    ``shape=(C, H, W)`` it is the multiscale image Glow of
+    :func:`~flowinfer.transforms.images.glow_layers` (``levels`` scales, default 2, of
+    ``steps_per_level`` steps, default 4, with convolutional conditioners of
+    ``hidden_channels``, default 64, log-scale bound 3), unconditional.
+    """
+    if shape is None:
+        image_only = {"levels": levels, "steps_per_level": steps_per_level,
+                      "hidden_channels": hidden_channels}
+        given = sorted(k for k, v in image_only.items() if v is not None)
+        if given:
+            raise ValueError(f"{given} apply to the image Glow only: pass shape=(C, H, W) "
+                             "(or use num_layers/hidden for the vector Glow)")
+        num_layers = 5 if num_layers is None else num_layers
+        hidden = (64, 64) if hidden is None else hidden
+        log_scale_bound = 5.0 if log_scale_bound is None else log_scale_bound
+        check_positive_int(num_layers, "num_layers")
+        layers: list[nn.Module] = []
+        for _ in range(num_layers):
+            layers += [ActNorm(dim), LULinear(dim)]
+            coupling = Coupling(dim, element="affine", hidden=hidden, context_dim=context_dim,
+                                log_scale_bound=log_scale_bound)
+            layers.append(_wrap(coupling, context_dim))
+        return layers
+    if context_dim:
+        raise ValueError(f"the image Glow (shape={tuple(shape)}) takes no context, got "
+                         f"context_dim={context_dim}")
+    vector_only = {"num_layers": num_layers, "hidden": hidden}
+    given = sorted(k for k, v in vector_only.items() if v is not None)
+    if given:
+        raise ValueError(f"{given} apply to the vector Glow only; with shape=... use levels, "
+                         "steps_per_level and hidden_channels")
+    return glow_layers(
+        shape,
+        levels=2 if levels is None else levels,
+        steps_per_level=4 if steps_per_level is None else steps_per_level,
+        hidden_channels=64 if hidden_channels is None else hidden_channels,
+        log_scale_bound=3.0 if log_scale_bound is None else log_scale_bound,
+    )
 
 
 # --------------------------------------------------------------- Pyro's own transforms

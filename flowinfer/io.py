@@ -14,9 +14,18 @@ The flow is rebuilt from its registry name and hyper-parameters and then given t
 parameters, so a checkpoint stays readable when the classes behind a flow are refactored, as
 long as the same name builds the same parameter shapes.
 
+A ``FlowPrior`` or an ``AutoFlow`` guide is stored as its flow plus an ``"object"`` entry
+saying how to rebuild the wrapper; ``fit_density(checkpoint=...)`` stores its resume state
+(optimizer, schedule, shuffling generator, history, best parameters) in
+``extra["training"]`` (:func:`save_training_state`, :func:`restore_training_state`).
+
 Writes are atomic: the file is written next to its destination under a temporary name,
 flushed to disk and renamed over the destination, so a crash mid-write leaves the previous
 checkpoint intact.
+
+References:
+    PyTorch documentation, "torch.load" (the ``weights_only`` unpickler that refuses
+    anything but tensors and plain containers).
 """
 
 from __future__ import annotations
@@ -34,7 +43,18 @@ import torch
 from flowinfer.flow import Flow
 from flowinfer.registry import build_flow, get_flow_spec
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "save", "load", "load_checkpoint", "from_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "save",
+    "load",
+    "load_checkpoint",
+    "from_checkpoint",
+    "save_training_state",
+    "read_training_state",
+    "restore_training_state",
+    "check_checkpoint_paths",
+]
 
 FORMAT = "flowinfer-checkpoint"
 FORMAT_VERSION = 1
@@ -44,7 +64,7 @@ PathLike = str | os.PathLike
 
 # ------------------------------------------------------------------------------ plain values
 def _to_plain(value: Any, where: str, allow_tensors: bool) -> Any:
-    """Tuples become lists; anything weights_only loading would refuse raises ValueError."""
+    """Tuples become lists; anything weights_only loading would refuse raises TypeError."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, tuple | list):
@@ -53,7 +73,7 @@ def _to_plain(value: Any, where: str, allow_tensors: bool) -> Any:
         out = {}
         for k, v in value.items():
             if not isinstance(k, str | int):
-                raise ValueError(f"{where} has a key of type {type(k).__name__}; keys must be "
+                raise TypeError(f"{where} has a key of type {type(k).__name__}; keys must be "
                                  "strings or integers")
             out[k] = _to_plain(v, f"{where}[{k!r}]", allow_tensors)
         return out
@@ -61,7 +81,7 @@ def _to_plain(value: Any, where: str, allow_tensors: bool) -> Any:
         return value.detach()
     kinds = "None, bool, int, float, str, lists, tuples, dicts" + (
         " and tensors" if allow_tensors else "")
-    raise ValueError(
+    raise TypeError(
         f"{where} is a {type(value).__name__}; a checkpoint holds only {kinds} (so it can be "
         "loaded with weights_only=True)"
     )
@@ -84,11 +104,17 @@ def _check_path(path: Any, name: str = "path") -> Path:
 
 
 # ------------------------------------------------------------------------------ save
-def save(flow: Flow, path: PathLike, *, extra: dict[str, Any] | None = None) -> Path:
+def save(flow: Any, path: PathLike, *, extra: dict[str, Any] | None = None) -> Path:
     """Write ``flow`` (built by :func:`~flowinfer.registry.build_flow`) to ``path``.
 
+    A :class:`~flowinfer.priors.FlowPrior` or an :class:`~flowinfer.guides.AutoFlow` guide
+    (after its first call, when its parameters exist) can be saved too: the file then holds
+    their flow as usual plus what rebuilds the wrapper (``checkpoint["object"]``), and
+    :func:`load` gives the same kind of object back (a guide needs ``model=``).
+
     Args:
-        flow: the flow; its ``config`` (set by ``build_flow``) says how to rebuild it.
+        flow: the flow (or prior, or guide); its flow's ``config`` (set by ``build_flow``)
+            says how to rebuild it.
         path: destination file (conventionally ``*.pt``); its folder must exist.
         extra: optional dictionary stored beside the flow, e.g. ``{"epoch": 12,
             "optimizer": optimizer.state_dict()}`` for resuming; read it back with
@@ -98,8 +124,9 @@ def save(flow: Flow, path: PathLike, *, extra: dict[str, Any] | None = None) -> 
         The path written.
 
     Raises:
-        ValueError: the flow has no ``config`` (built by hand), or a hyper-parameter or
-            ``extra`` holds something other than plain values.
+        TypeError: ``flow`` is not a :class:`~flowinfer.flow.Flow`, ``path`` is not a path,
+            or a hyper-parameter or ``extra`` holds something other than plain values.
+        ValueError: the flow has no ``config`` (built by hand).
         FileNotFoundError: the destination folder does not exist.
 
     Example:
@@ -111,8 +138,12 @@ def save(flow: Flow, path: PathLike, *, extra: dict[str, Any] | None = None) -> 
         >>> torch.allclose(load(path).log_prob(x), flow.log_prob(x))
         True
     """
+    wrapper = _describe_wrapper(flow)
+    if wrapper is not None:
+        flow = flow.flow
     if not isinstance(flow, Flow):
-        raise TypeError(f"flow must be a flowinfer Flow, got {type(flow).__name__}")
+        raise TypeError(f"flow must be a flowinfer Flow, FlowPrior or AutoFlow guide, got "
+                        f"{type(flow).__name__}")
     path = _check_path(path)
     if flow.config is None:
         raise ValueError(
@@ -122,7 +153,7 @@ def save(flow: Flow, path: PathLike, *, extra: dict[str, Any] | None = None) -> 
             "it the same way before flow.load_state_dict(torch.load(path))"
         )
     if extra is not None and not isinstance(extra, dict):
-        raise ValueError(f"extra must be a dict or None, got {type(extra).__name__}")
+        raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
     config = flow.config
     for key in ("name", "dim", "context_dim", "base", "hyper"):
         if key not in config:
@@ -136,6 +167,8 @@ def save(flow: Flow, path: PathLike, *, extra: dict[str, Any] | None = None) -> 
         "state_dict": {k: v.detach() for k, v in flow.state_dict().items()},
         "extra": _to_plain(extra or {}, "extra", allow_tensors=True),
     }
+    if wrapper is not None:
+        checkpoint["object"] = wrapper
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot save to {path}: folder {folder} does not exist")
@@ -321,13 +354,28 @@ def from_checkpoint(checkpoint: dict[str, Any], path: PathLike = "<checkpoint>")
     return flow.eval()
 
 
-def load(path: PathLike, map_location: Any = None) -> Flow:
+def load(
+    path: PathLike,
+    map_location: Any = None,
+    *,
+    model: Any = None,
+    model_args: tuple = (),
+    model_kwargs: dict[str, Any] | None = None,
+) -> Any:
     """Load a flow saved with :func:`save`; returned in eval mode.
+
+    A saved ``FlowPrior`` comes back as a ``FlowPrior``. A saved ``AutoFlow`` guide is
+    rebuilt around ``model`` (guides are tied to their model, which a file cannot hold):
+    it is called once with ``model_args``/``model_kwargs`` to create its parameters, which
+    then receive the saved values.
 
     Args:
         path: the checkpoint file.
         map_location: passed to ``torch.load`` (e.g. ``"cpu"``); the flow is rebuilt on the
             device and in the dtype of the loaded parameters.
+        model: the Pyro model, for a checkpoint of an ``AutoFlow`` guide only.
+        model_args: positional arguments of ``model`` for the guide's first call.
+        model_kwargs: keyword arguments of ``model`` for the guide's first call.
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -342,4 +390,226 @@ def load(path: PathLike, map_location: Any = None) -> Flow:
         >>> load(path).sample((5,)).shape
         torch.Size([5, 3])
     """
-    return from_checkpoint(load_checkpoint(path, map_location), path)
+    checkpoint = load_checkpoint(path, map_location)
+    flow = from_checkpoint(checkpoint, path)
+    wrapper = checkpoint.get("object")
+    if wrapper is None:
+        if model is not None:
+            raise ValueError(f"model= was given but {path} holds a flow, not a guide")
+        return flow
+    return _rebuild_wrapper(wrapper, flow, path, model, model_args, model_kwargs or {})
+
+
+# ------------------------------------------------------------------------------ priors, guides
+def _optional_class(module: str, name: str) -> type | None:
+    # priors/guides import heavy Pyro pieces; io must not depend on them being importable.
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _describe_wrapper(obj: Any) -> dict[str, Any] | None:
+    """What rebuilds a FlowPrior or AutoFlow around its flow; None for anything else."""
+    if isinstance(obj, Flow):
+        return None
+    prior_cls = _optional_class("flowinfer.priors", "FlowPrior")
+    if prior_cls is not None and isinstance(obj, prior_cls):
+        return {"type": "FlowPrior"}
+    guide_cls = _optional_class("flowinfer.guides", "AutoFlow")
+    if guide_cls is not None and isinstance(obj, guide_cls):
+        if not isinstance(getattr(obj, "flow", None), Flow):
+            raise ValueError(
+                "the AutoFlow guide has no parameters yet: call it once (or take one SVI "
+                "step) before saving it"
+            )
+        if not isinstance(getattr(obj, "_flow_arg", None), str):
+            raise ValueError("only AutoFlow guides built with a flow name can be saved; "
+                             "this one was given a flow factory")
+        return {
+            "type": "AutoFlow",
+            # AutoFlow keeps its constructor options privately; they rebuild the guide.
+            "options": _to_plain({"init_scale": obj._init_scale, "scale": obj._scale_kind},
+                                 "guide options", allow_tensors=False),
+            "state_dict": {k: v.detach() for k, v in obj.state_dict().items()},
+        }
+    return None
+
+
+def _rebuild_wrapper(wrapper: dict[str, Any], flow: Flow, path: PathLike, model: Any,
+                     model_args: tuple, model_kwargs: dict[str, Any]) -> Any:
+    kind = wrapper.get("type") if isinstance(wrapper, dict) else None
+    if kind == "FlowPrior":
+        if model is not None:
+            raise ValueError(f"model= was given but {path} holds a FlowPrior, not a guide")
+        prior_cls = _optional_class("flowinfer.priors", "FlowPrior")
+        return prior_cls(flow.dim, flow=flow).eval()
+    if kind == "AutoFlow":
+        if model is None or not callable(model):
+            raise ValueError(
+                f"{path} holds an AutoFlow guide: pass model=<the Pyro model> (and model_args "
+                "for its first call) to fi.load; fi.io.from_checkpoint(fi.io.load_checkpoint"
+                "(path)) gives its flow alone"
+            )
+        if not isinstance(model_args, tuple):
+            raise TypeError(f"model_args must be a tuple, got {type(model_args).__name__}")
+        import pyro.poutine as poutine
+
+        guide_cls = _optional_class("flowinfer.guides", "AutoFlow")
+        config, options = flow.config, wrapper.get("options", {})
+        guide = guide_cls(model, flow=config["name"], init_scale=options["init_scale"],
+                          scale=options["scale"], **_from_plain(config["hyper"]))
+        with poutine.block():
+            guide(*model_args, **model_kwargs)
+        try:
+            guide.load_state_dict(wrapper["state_dict"])
+        except RuntimeError as err:
+            detail = " ".join(str(err).split())
+            raise ValueError(f"{path}: the saved guide does not fit this model: {detail}"
+                             ) from None
+        return guide
+    raise ValueError(f"{path}: unknown saved object type {kind!r}; upgrade flowinfer")
+
+
+# ------------------------------------------------------------------------------ resuming
+_TRAINING = "fit_density"
+
+
+def check_checkpoint_paths(checkpoint: Any, resume: Any) -> None:
+    """Check ``fit_density``'s ``checkpoint=``/``resume=`` before any training happens."""
+    if checkpoint is not None:
+        path = _check_path(checkpoint, "checkpoint")
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise ValueError(f"checkpoint={str(path)!r}: folder {str(folder)!r} does not exist")
+        if path.is_dir():
+            raise ValueError(f"checkpoint={str(path)!r} is a folder; give a file name")
+    if resume is not None:
+        path = _check_path(resume, "resume")
+        if not path.is_file():
+            raise ValueError(f"resume={str(path)!r}: no such checkpoint file")
+
+
+def save_training_state(
+    path: PathLike,
+    flow: Flow,
+    *,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    epoch: int,
+    seed: int,
+    n_rows: int,
+    history: dict[str, list[float]],
+    best: Any,
+    since_best: int,
+) -> Path:
+    """Checkpoint a ``fit_density`` run after ``epoch`` so it can resume (``resume=path``).
+
+    The file is an ordinary checkpoint (:func:`load` gives the flow with the parameters of
+    the last finished epoch); its ``extra["training"]`` holds the optimizer and scheduler
+    states, the shuffling generator's state, the history, the best parameters so far and
+    the early-stopping counter. Written atomically, like :func:`save`.
+    """
+    training = {
+        "kind": _TRAINING,
+        "epoch": int(epoch),
+        "seed": int(seed),
+        "n_rows": int(n_rows),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "history": {k: [float(v) for v in vals] for k, vals in history.items()},
+        # BestState keeps its copy privately; resuming must carry it over.
+        "best_loss": float(best.loss),
+        "best_step": best.step,
+        "best_state": {k: v.detach() for k, v in best._state.items()},
+        "since_best": int(since_best),
+    }
+    return save(flow, path, extra={"training": training})
+
+
+def read_training_state(path: PathLike, flow: Flow) -> dict[str, Any]:
+    """Read the training state of a checkpoint written by ``fit_density(checkpoint=...)``.
+
+    Checks that the checkpoint describes the same flow (registry name, dimensions and
+    hyper-parameters) as ``flow`` and loads it onto ``flow``'s device; returns the
+    ``extra["training"]`` dictionary (see :func:`save_training_state`).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: unreadable file, a checkpoint without training state (written by
+            :func:`save` rather than by ``fit_density``), or one of a different flow.
+    """
+    path = _check_path(path, "resume")
+    checkpoint = load_checkpoint(path, map_location=flow.base_loc.device)
+    training = checkpoint["extra"].get("training")
+    if not isinstance(training, dict) or training.get("kind") != _TRAINING:
+        raise ValueError(
+            f"resume={str(path)!r} holds no fit_density training state (it was written by "
+            "fi.save, not by fit_density(checkpoint=...)); load it with fi.load instead"
+        )
+    if flow.config is None:
+        raise ValueError("resume needs a flow built with fi.build_flow (flow.config is None)")
+    mine = _to_plain(dict(flow.config), "flow.config", allow_tensors=False)
+    if mine != checkpoint["config"]:
+        raise ValueError(
+            f"resume={str(path)!r} was written for a different flow: checkpoint config "
+            f"{checkpoint['config']}, this flow's config {mine}"
+        )
+    training["state_dict"] = checkpoint["state_dict"]
+    return training
+
+
+def restore_training_state(
+    training: dict[str, Any],
+    flow: Flow,
+    *,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    n_rows: int,
+    history: dict[str, list[float]],
+    best: Any,
+) -> tuple[int, int]:
+    """Put a run back where :func:`save_training_state` left it.
+
+    Returns:
+        ``(first_epoch, since_best)``: the epoch to continue from and the early-stopping
+        counter.
+
+    Raises:
+        ValueError: the data has a different number of training rows than the saved run, or
+            the saved states do not fit the optimizer/scheduler.
+    """
+    if training["n_rows"] != n_rows:
+        raise ValueError(
+            f"resume: the checkpoint was written for {training['n_rows']} training rows, this "
+            f"run has {n_rows}; resume with the same data, val_fraction and val_data"
+        )
+    if (training["scheduler"] is None) != (scheduler is None):
+        raise ValueError("resume: the checkpoint was written with a different schedule")
+    try:
+        flow.load_state_dict(training["state_dict"])
+        optimizer.load_state_dict(_from_plain_keep_lists(training["optimizer"]))
+        if scheduler is not None:
+            scheduler.load_state_dict(training["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ValueError(f"resume: the saved training state does not fit this run: {err}"
+                         ) from None
+    generator.set_state(training["generator"].to("cpu"))
+    for key, values in training["history"].items():
+        history.setdefault(key, [])[:] = values
+    best.loss = training["best_loss"]
+    best.step = training["best_step"]
+    best._state = {k: v.clone() for k, v in training["best_state"].items()}
+    return training["epoch"] + 1, training["since_best"]
+
+
+def _from_plain_keep_lists(state: dict[str, Any]) -> dict[str, Any]:
+    # torch's optimizers want betas as a tuple (the checkpoint stores every tuple as a list).
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()}
+              for g in state["param_groups"]]
+    return {"state": state["state"], "param_groups": groups}

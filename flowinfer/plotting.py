@@ -346,8 +346,7 @@ def plot_layers(
         if pairs is not None:
             ax.set_xlim(*pairs[0])
             ax.set_ylim(*pairs[1])
-        ax.set_title(names[index] if index < len(keep) or index else names[index],
-                     fontsize=8)
+        ax.set_title(names[index], fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     return fig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,7 @@ def register_flow(
         overwrite: allow replacing an existing name.
 
     Example:
-        >>> import flowinfer as fi
+        >>> import torch, flowinfer as fi
         >>> @fi.register_flow("tiny-realnvp", overwrite=True)
         ... def tiny(dim, context_dim=0):
         ...     "Two affine couplings."
@@ -94,16 +95,20 @@ def available_flows() -> dict[str, str]:
 
 
 def build_flow(
-    name: str, dim: int, context_dim: int = 0, base: str = "standard", **hyper: Any
+    name: str, dim: int | None = None, context_dim: int = 0, base: str = "standard",
+    **hyper: Any
 ) -> Flow:
     """Build a registered flow.
 
     Args:
         name: a name from :func:`available_flows`.
-        dim: event size of the flow.
+        dim: event size of a vector flow. May be left out when ``shape`` is given.
         context_dim: size of the context vector (0 for an unconditional flow).
         base: ``"standard"`` N(0, I) base or ``"learnable"`` diagonal Gaussian.
         **hyper: the flow's hyper-parameters (``num_layers``, ``hidden``, ``bins``, ...).
+            ``shape`` is special: for factories that take it (``"glow"``), the flow's event
+            shape, e.g. ``(C, H, W)`` for images; it is stored in ``config["hyper"]`` so a
+            checkpoint rebuilds the same flow.
 
     Returns:
         A :class:`~flowinfer.flow.Flow`, whose ``config`` records how it was built.
@@ -113,8 +118,29 @@ def build_flow(
         >>> flow = fi.build_flow("nsf", dim=2, num_layers=2, hidden=(16,), bins=4)
         >>> flow.sample((3,)).shape
         torch.Size([3, 2])
+        >>> glow = fi.build_flow("glow", shape=(1, 8, 8), levels=2, steps_per_level=1,
+        ...                      hidden_channels=8)
+        >>> glow.event_shape, glow.sample(2, temperature=0.7).shape
+        (torch.Size([1, 8, 8]), torch.Size([2, 1, 8, 8]))
     """
     spec = get_flow_spec(name)
+    shape = hyper.get("shape")
+    if shape is not None:
+        try:
+            sizes = [check_positive_int(s, "shape entries") for s in shape]
+        except TypeError:
+            raise ValueError(f"shape must be a sequence of positive integers, got {shape!r}")\
+                from None
+        if not sizes:
+            raise ValueError("shape must hold at least one size, got an empty sequence")
+        if dim is None:
+            dim = math.prod(sizes)
+        elif dim != math.prod(sizes):
+            raise ValueError(f"dim must equal the number of elements of shape {tuple(sizes)} "
+                             f"({math.prod(sizes)}) when both are given, got dim={dim!r}")
+    if dim is None:
+        raise ValueError(f"dim is required to build flow {name!r} (or shape=... for flows on "
+                         "tensors such as images)")
     check_positive_int(dim, "dim")
     check_positive_int(context_dim, "context_dim", allow_zero=True)
     if context_dim and not spec.supports_context:
@@ -132,7 +158,8 @@ def build_flow(
                 f"unknown hyper-parameter(s) {unknown} for flow {name!r}; accepted: {known}"
             )
     transforms = spec.factory(dim, context_dim=context_dim, **hyper)
-    flow = Flow(transforms, dim=dim, context_dim=context_dim, base=base)
+    event = tuple(shape) if shape is not None and len(shape) > 1 else None
+    flow = Flow(transforms, dim=dim, context_dim=context_dim, base=base, shape=event)
     flow.config = {
         "name": name,
         "dim": dim,

@@ -20,12 +20,40 @@ from flowinfer.transforms.coupling import (
 )
 from flowinfer.transforms.elements import AffineElement, SplineElement
 from flowinfer.transforms.elementwise import ActNorm, ElementwiseAffine, actnorm, elementwise_affine
+from flowinfer.transforms.images import (
+    ActNorm2d,
+    ChannelCoupling,
+    ImageBijector,
+    InvertibleConv1x1,
+    MultiscaleSplit,
+    Squeeze,
+    Unsqueeze,
+    actnorm2d,
+    channel_coupling,
+    glow_layers,
+    invertible_conv1x1,
+    multiscale_split,
+    squeeze,
+)
 from flowinfer.transforms.linear import LULinear, lu_linear
 from flowinfer.transforms.permutation import Permutation, permutation
 from flowinfer.transforms.pyro_adapter import PyroTransform
 
 __all__ = [
     "ActNorm",
+    "ActNorm2d",
+    "ChannelCoupling",
+    "ImageBijector",
+    "InvertibleConv1x1",
+    "MultiscaleSplit",
+    "Squeeze",
+    "Unsqueeze",
+    "actnorm2d",
+    "channel_coupling",
+    "glow_layers",
+    "invertible_conv1x1",
+    "multiscale_split",
+    "squeeze",
     "AffineElement",
     "Autoregressive",
     "Bijector",

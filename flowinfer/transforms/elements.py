@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from flowinfer.splines import rational_quadratic_spline, spline_params_per_dim, split_spline_params
+from flowinfer.splines import rational_quadratic_spline_from_params, spline_params_per_dim
 
 __all__ = ["AffineElement", "SplineElement", "make_element"]
 
@@ -69,15 +69,15 @@ class SplineElement(nn.Module):
         self.num_params = spline_params_per_dim(bins)
 
     def forward(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        widths, heights, derivatives = split_spline_params(params, self.bins)
-        return rational_quadratic_spline(
-            z, widths, heights, derivatives, inverse=False, bound=self.bound
+        """Return ``(h(z), log h'(z))`` elementwise; ``params`` is ``z.shape + (3K - 1,)``."""
+        return rational_quadratic_spline_from_params(
+            z, params, self.bins, inverse=False, bound=self.bound
         )
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        widths, heights, derivatives = split_spline_params(params, self.bins)
-        z, ladj_inverse = rational_quadratic_spline(
-            y, widths, heights, derivatives, inverse=True, bound=self.bound
+        """Return ``(h^{-1}(y), log h'(h^{-1}(y)))`` elementwise."""
+        z, ladj_inverse = rational_quadratic_spline_from_params(
+            y, params, self.bins, inverse=True, bound=self.bound
         )
         return z, -ladj_inverse
 

@@ -65,6 +65,13 @@ class ActNorm(ElementwiseAffine):
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
         self.register_buffer("initialized", torch.tensor(False))
+        # The buffer is what checkpoints keep; the hot path branches on this Python mirror,
+        # because branching on a tensor breaks torch.compile graphs (and syncs a GPU).
+        self._is_initialized = False
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._is_initialized = bool(self.initialized)
 
     @torch.no_grad()
     def _initialize(self, y: Tensor) -> None:
@@ -75,17 +82,19 @@ class ActNorm(ElementwiseAffine):
         self.loc.copy_(flat.mean(dim=0))
         self.log_scale.copy_(torch.log(std))
         self.initialized.fill_(True)
+        self._is_initialized = True
 
     def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if not bool(self.initialized) and self.training:
+        if not self._is_initialized and self.training:
             with torch.no_grad():
                 self.initialized.fill_(True)
+            self._is_initialized = True
         return super().call_and_ladj(x, context)
 
     def inverse_and_ladj(
         self, y: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        if not bool(self.initialized) and self.training:
+        if not self._is_initialized and self.training:
             self._initialize(y)
         return super().inverse_and_ladj(y, context)
 

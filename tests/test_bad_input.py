@@ -1,0 +1,379 @@
+"""Every public entry point answers bad input with a clear ValueError/TypeError.
+
+Wrong shapes, NaN/inf, empty data, wrong dtypes, non-tensors, a model with discrete latents
+and a target returning NaN: each must be refused early with a message naming the argument
+(never a bare AssertionError, a torch internals error, or a silent NaN result). The last
+part is a property-based test of invertibility and the log-determinant over random shapes
+and parameter draws.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as pdist
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import flowinfer as fi
+from flowinfer.training import NonFiniteLossWarning
+
+SMALL = {"num_layers": 1, "hidden": (8,)}
+
+
+@pytest.fixture
+def flow():
+    return fi.build_flow("realnvp", dim=2, **SMALL)
+
+
+def _fit(flow, data, **kw):
+    return fi.fit_density(flow, data, **{"epochs": 1, "progress": False, **kw})
+
+
+# ------------------------------------------------------------------------------ build_flow
+@pytest.mark.parametrize("name", [3, None, "NSF "])
+def test_build_flow_bad_name(name):
+    with pytest.raises(ValueError, match="unknown flow.*available flows"):
+        fi.build_flow(name, dim=2)
+
+
+@pytest.mark.parametrize("dim", [math.nan, math.inf, torch.tensor(2), np.float64(2.0)])
+def test_build_flow_non_integer_dim(dim):
+    with pytest.raises(ValueError, match="dim must be a positive integer"):
+        fi.build_flow("nsf", dim=dim)
+
+
+@pytest.mark.parametrize("context_dim", [-1, 1.5, "2"])
+def test_build_flow_bad_context_dim(context_dim):
+    with pytest.raises(ValueError, match="context_dim must be a non-negative integer"):
+        fi.build_flow("nsf", dim=2, context_dim=context_dim)
+
+
+def test_build_flow_bad_base():
+    with pytest.raises(ValueError, match="base must be one of"):
+        fi.build_flow("nsf", dim=2, base="cauchy")
+
+
+# ------------------------------------------------------------------------------ Flow methods
+@pytest.mark.parametrize("x", [[[0.0, 0.0]], np.zeros((3, 2)), 1.0, None])
+@pytest.mark.parametrize("method", ["log_prob", "transform_with_intermediates"])
+def test_flow_methods_refuse_non_tensors(flow, method, x):
+    with pytest.raises(TypeError, match="must be a torch.Tensor, got"):
+        getattr(flow, method)(x)
+
+
+@pytest.mark.parametrize("shape", [(), (3,), (3, 3), (2, 3, 1)])
+def test_log_prob_wrong_event_size(flow, shape):
+    with pytest.raises(ValueError, match=r"must have shape \(\.\.\., 2\)"):
+        flow.log_prob(torch.zeros(shape))
+
+
+def test_log_prob_nan_is_refused_not_propagated(flow):
+    # Pyro's argument validation (on by default) rejects a NaN before it reaches the result.
+    with pytest.raises(ValueError, match="support"):
+        flow.log_prob(torch.tensor([[0.0, math.nan]]))
+
+
+def test_context_mismatch():
+    cond = fi.build_flow("maf", dim=2, context_dim=3, **SMALL)
+    with pytest.raises(ValueError, match="context is required"):
+        cond.log_prob(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match=r"context must have shape \(\.\.\., 3\)"):
+        cond.log_prob(torch.zeros(4, 2), torch.zeros(4, 2))
+    with pytest.raises(TypeError, match="context must be a torch.Tensor"):
+        cond.sample((2,), context=[[0.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, math.nan])
+def test_sample_bad_temperature(flow, temperature):
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        flow.sample((2,), temperature=temperature)
+
+
+@pytest.mark.parametrize("shape", ["5", (2.5,)])
+def test_sample_bad_shape_is_a_type_error(flow, shape):
+    with pytest.raises(TypeError):
+        flow.sample(shape)
+
+
+# ------------------------------------------------------------------------------ fit_density
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_fit_density_non_finite_rows(flow, bad):
+    data = torch.randn(20, 2)
+    data[3, 1] = bad
+    data[7, 0] = bad
+    with pytest.raises(ValueError, match="data must be finite: 2 of 20 rows contain NaN or inf"):
+        _fit(flow, data)
+
+
+def test_fit_density_non_finite_validation_and_context():
+    cond = fi.build_flow("maf", dim=2, context_dim=1, **SMALL)
+    x, c = torch.randn(20, 2), torch.randn(20, 1)
+    c[0, 0] = math.nan
+    with pytest.raises(ValueError, match="context must be finite"):
+        _fit(cond, x, context=c)
+    flow = fi.build_flow("maf", dim=2, **SMALL)
+    val = torch.randn(5, 2)
+    val[1, 1] = math.inf
+    with pytest.raises(ValueError, match="val_data must be finite"):
+        _fit(flow, torch.randn(20, 2), val_data=val)
+
+
+@pytest.mark.parametrize("data", [torch.zeros(0, 2), np.zeros((0, 2)), []])
+def test_fit_density_empty_data(flow, data):
+    with pytest.raises(ValueError, match="data"):
+        _fit(flow, data)
+
+
+@pytest.mark.parametrize(("data", "match"), [
+    (torch.zeros(10), r"2-D.*reshape\(-1, 1\)"),
+    (torch.zeros(10, 3), "must have 2 columns"),
+    (torch.zeros(10, 2, 1), "2-D"),
+    (torch.zeros(()), "2-D"),
+])
+def test_fit_density_wrong_shapes(flow, data, match):
+    with pytest.raises(ValueError, match=match):
+        _fit(flow, data)
+
+
+@pytest.mark.parametrize("data", ["abc", None, {"x": 1}, np.array([["a", "b"]]), object()])
+def test_fit_density_non_numeric_data(flow, data):
+    with pytest.raises(ValueError, match="data must be a numeric array or tensor"):
+        _fit(flow, data)
+
+
+def test_fit_density_too_few_rows_for_validation(flow):
+    with pytest.raises(ValueError, match="too few to hold out"):
+        _fit(flow, torch.randn(1, 2), val_fraction=0.5)
+
+
+def test_fit_density_integer_and_float64_data_are_converted(flow):
+    # Not errors: numeric data of another dtype is converted to the flow's dtype.
+    for data in (torch.randint(-3, 3, (40, 2)), torch.randn(40, 2, dtype=torch.float64)):
+        result = _fit(flow, data)
+        assert math.isfinite(result.best_loss)
+
+
+@pytest.mark.parametrize(("option", "value", "match"), [
+    ("epochs", 0, "epochs must be an integer"),
+    ("epochs", 2.0, "epochs must be an integer"),
+    ("batch_size", -5, "batch_size must be an integer"),
+    ("lr", math.nan, "lr must be a positive finite number"),
+    ("lr", "fast", "lr must be a positive finite number"),
+    ("val_fraction", 1.0, r"val_fraction must be a number in \[0, 1\)"),
+    ("clip_grad", math.inf, "clip_grad must be a positive finite number"),
+    ("schedule", "linear", "schedule must be one of"),
+    ("seed", -1, "seed must be an integer"),
+    ("callback", 3, "callback must be callable"),
+])
+def test_fit_density_bad_options(flow, option, value, match):
+    with pytest.raises(ValueError, match=match):
+        _fit(flow, torch.randn(20, 2), **{option: value})
+
+
+def test_fit_density_refuses_non_flows_and_flows_without_inverse():
+    with pytest.raises(ValueError, match="flow must be a flowinfer Flow.*got Linear"):
+        _fit(torch.nn.Linear(2, 2), torch.randn(20, 2))
+    with pytest.raises(ValueError, match="'planar' has no analytic inverse"):
+        _fit(fi.build_flow("planar", dim=2), torch.randn(20, 2))
+
+
+@pytest.mark.parametrize(("option", "value", "error", "match"), [
+    ("checkpoint", 1.5, TypeError, "checkpoint must be a str or os.PathLike"),
+    ("resume", 7, TypeError, "resume must be a str or os.PathLike"),
+    ("distributed", "yes", TypeError, "distributed must be True or False"),
+])
+def test_fit_density_bad_scale_out_options(flow, option, value, error, match):
+    with pytest.raises(error, match=match):
+        _fit(flow, torch.randn(20, 2), **{option: value})
+
+
+# ------------------------------------------------------------------------------ save / load
+@pytest.mark.parametrize("path", [None, 3, ["f.pt"]])
+def test_save_and_load_bad_paths(flow, path):
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+        fi.save(flow, path)
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+        fi.load(path)
+
+
+def test_save_refuses_non_flow(tmp_path):
+    with pytest.raises(TypeError, match="flow must be a flowinfer Flow.*got dict"):
+        fi.save({"a": torch.ones(1)}, tmp_path / "x.pt")
+
+
+# ------------------------------------------------------------------------------ reverse KL
+def _iaf(dim: int = 2):
+    return fi.build_flow("iaf", dim=dim, **SMALL)
+
+
+def test_reverse_kl_target_returning_nan_stops_with_a_warning():
+    def nan_target(x):
+        return torch.full(x.shape[:-1], math.nan)
+
+    with pytest.warns(NonFiniteLossWarning, match="loss became nan"):
+        result = fi.fit_reverse_kl(_iaf(), nan_target, steps=5, progress=False)
+    assert result.stop_reason == "non_finite_loss"
+    with pytest.raises(ValueError, match="NaN"):
+        fi.estimate_log_z(_iaf(), nan_target, num_samples=64)
+
+
+def test_reverse_kl_target_of_wrong_shape_or_type():
+    with pytest.raises(ValueError, match=r"target must return a tensor of shape \(256,\)"):
+        fi.fit_reverse_kl(_iaf(), lambda x: x, steps=2, progress=False)
+    with pytest.raises(ValueError, match="target must be a log density callable.*got int"):
+        fi.fit_reverse_kl(_iaf(), 3, steps=2, progress=False)
+
+
+def test_reverse_kl_model_with_discrete_latents():
+    def model():
+        pyro.sample("k", pdist.Bernoulli(0.5))
+        pyro.sample("z", pdist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match=r"discrete latent sites \['k'\]"):
+        fi.fit_reverse_kl(_iaf(1), model, steps=2, progress=False)
+
+
+@pytest.mark.parametrize(("option", "value"), [("steps", 0), ("num_samples", -1),
+                                               ("lr", -1.0)])
+def test_reverse_kl_bad_options(option, value):
+    with pytest.raises(ValueError, match=option):
+        fi.fit_reverse_kl(_iaf(), lambda x: -x.pow(2).sum(-1), progress=False,
+                          **{"steps": 2, option: value})
+
+
+# ------------------------------------------------------------------------------ guides, priors
+def _discrete_model():
+    pyro.sample("k", pdist.Bernoulli(0.5))
+    pyro.sample("z", pdist.Normal(0.0, 1.0))
+
+
+def _regression(x):
+    z = pyro.sample("z", pdist.Normal(torch.zeros(2), 1.0).to_event(1))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("x", pdist.Normal(z.sum(), 1.0), obs=x)
+
+
+def _svi_step(model, guide, *args):
+    pyro.clear_param_store()
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), pyro.infer.Trace_ELBO())
+    return svi.step(*args)
+
+
+def test_autoflow_discrete_latents():
+    with pytest.raises(ValueError, match=r"continuous latent sites only.*discrete.*\['k'\]"):
+        _svi_step(_discrete_model, fi.AutoFlow(_discrete_model))
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"flow": "nope"}, ValueError, "unknown flow 'nope'"),
+    ({"flow": 3}, TypeError, "flow must be a registered flow name"),
+    ({"init_scale": math.nan}, ValueError, "init_scale must be a positive finite"),
+    ({"init_scale": -1.0}, ValueError, "init_scale must be a positive finite"),
+    ({"scale": "tri"}, ValueError, "scale must be one of"),
+])
+def test_autoflow_bad_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fi.AutoFlow(_regression, **kwargs)
+
+
+def test_autoflow_non_callable_model():
+    with pytest.raises(TypeError, match="model must be a callable Pyro model, got int"):
+        fi.AutoFlow(3)
+
+
+def test_autoflow_nan_data_and_nan_target_are_refused():
+    with pytest.raises(ValueError, match="site 'x'"):
+        _svi_step(_regression, fi.AutoFlow(_regression), torch.tensor([math.nan, 1.0]))
+
+    def nan_model():
+        z = pyro.sample("z", pdist.Normal(0.0, 1.0))
+        pyro.factor("f", torch.tensor(math.nan) * z)
+
+    with pytest.raises(ValueError, match="nan"):
+        _svi_step(nan_model, fi.AutoFlow(nan_model))
+
+
+@pytest.mark.parametrize(("args", "kwargs", "error", "match"), [
+    ((0,), {}, ValueError, "dim must be a positive integer"),
+    ((2,), {"flow": 3}, TypeError, "flow must be a registered flow name or a flowinfer Flow"),
+    ((2,), {"flow": "planar"}, ValueError, "'planar' has no inverse"),
+])
+def test_flow_prior_bad_arguments(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fi.FlowPrior(*args, **kwargs)
+
+
+def test_flow_prior_wrong_flow_and_inputs():
+    with pytest.raises(ValueError, match="flow.dim must equal dim=2"):
+        fi.FlowPrior(2, flow=fi.build_flow("maf", dim=3, **SMALL))
+    prior = fi.FlowPrior(2, **SMALL)
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        prior.log_prob([[0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"must have shape \(\.\.\., 2\)"):
+        prior.log_prob(torch.zeros(3, 3))
+
+
+def test_diagnostics_bad_input():
+    guide = fi.AutoFlow(_regression)
+    x = torch.zeros(3)
+    with pytest.raises(ValueError, match="num_samples must be at least 2"):
+        fi.diagnose(_regression, guide, x, num_samples=0)
+    with pytest.raises(ValueError, match="num_samples must be at least 2"):
+        fi.to_inference_data(_regression, guide, x, num_samples=-1)
+    with pytest.raises(TypeError, match="model must be a callable Pyro model"):
+        fi.diagnose(3, guide)
+    with pytest.raises(ValueError, match="discrete latent"):
+        fi.diagnose(_discrete_model, fi.AutoFlow(_discrete_model))
+
+
+# ------------------------------------------------------------------------------ properties
+INVERTIBLE = ["realnvp", "nsf", "maf", "iaf", "nsf-ar", "glow", "householder"]
+
+
+def _build(name: str, dim: int, layers: int):
+    if name == "householder":
+        return fi.build_flow(name, dim=dim)
+    return fi.build_flow(name, dim=dim, num_layers=layers, hidden=(8,))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(INVERTIBLE),
+    dim=st.integers(2, 4),
+    layers=st.integers(1, 3),
+    batch=st.lists(st.integers(1, 3), min_size=0, max_size=2),
+    scale=st.floats(0.0, 0.5),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_invertibility_and_log_det_over_random_draws(name, dim, layers, batch, scale, seed):
+    """x = T(z) inverts back to z, and log q(x) = log N(z) - log|det dT/dz| (autograd)."""
+    torch.manual_seed(seed)
+    flow = _build(name, dim, layers).double()
+    with torch.no_grad():
+        for p in flow.parameters():  # a random parameter draw around the identity
+            p.add_(scale * torch.randn_like(p))
+    flow.eval()
+    z = torch.randn(*batch, dim, dtype=torch.float64)
+    x = flow.transform_with_intermediates(z)[-1]
+    assert x.shape == z.shape
+
+    # Invert layer by layer through the public Pyro view of the chain.
+    back = x
+    for t in reversed(flow.transforms()):
+        back = t.inv(back)
+    assert torch.allclose(back, z, atol=1e-6, rtol=1e-6)
+
+    log_q = flow.log_prob(x)
+    assert log_q.shape == tuple(batch)
+    z0, x0 = z.reshape(-1, dim)[0], x.reshape(-1, dim)[0]
+    jac = torch.autograd.functional.jacobian(
+        lambda v: flow.transform_with_intermediates(v)[-1], z0)
+    expected = flow.base_distribution().log_prob(z0) - torch.linalg.slogdet(jac)[1]
+    assert torch.allclose(flow.log_prob(x0), expected, atol=1e-6, rtol=1e-6)
+
