@@ -20,8 +20,8 @@ Rows:
 A summary checks the targets of issue 7; `--compile` adds eager against torch.compile.
 
 Usage:
-    python benchmarks/speed.py            # full run (about 15 minutes on 2 busy CPU cores)
-    python benchmarks/speed.py --quick    # a short run (a few minutes)
+    python benchmarks/speed.py            # full run (6 minutes on 2 shared CPU cores)
+    python benchmarks/speed.py --quick    # a short run (about 2 minutes)
     python benchmarks/speed.py --only train,guide --compile
     python benchmarks/speed.py --device cuda
 zuko is a benchmark-only dependency: `pip install "flowinfer[bench]"` (its columns read
@@ -260,10 +260,13 @@ def _operation(op: str, built: Built, dim: int, batch: int, device) -> Callable[
 
 def run_row(op: str, kind: str, dim: int, batch: int, args) -> dict[str, float | None]:
     fns: dict[str, Callable[[], None]] = {}
+    # Pyro's MADE refuses hidden layers narrower than the input, so above dim 64 every
+    # library gets hidden widths of at least dim (the same network in each).
+    hidden = tuple(max(h, dim) for h in args.hidden)
     for lib in args.libs:
         torch.manual_seed(0)
         pyro.set_rng_seed(0)
-        built = BUILDERS[lib](kind, dim, args.layers, tuple(args.hidden), args.device)
+        built = BUILDERS[lib](kind, dim, args.layers, hidden, args.device)
         if built is not None:
             fns[lib] = _operation(op, built, dim, batch, args.device)
     times = interleaved_medians(fns, args.device, args.warmup, args.repeats, args.min_time)
@@ -378,8 +381,9 @@ def main(argv: list[str] | None = None) -> int:
           f"threads={torch.get_num_threads()}, torch {torch.__version__}, "
           f"pyro {pyro.__version__}, zuko {getattr(zuko, '__version__', 'missing')}, "
           f"flowinfer {fi.__version__}, python {sys.version.split()[0]}")
-    print(f"# layers={args.layers}, hidden={tuple(args.hidden)}, bins={BINS}, bound={BOUND}; "
-          f"ms per call, median of {args.repeats} interleaved blocks; "
+    print(f"# layers={args.layers}, hidden={tuple(args.hidden)} (widened to dim where dim is "
+          f"larger), bins={BINS}, bound={BOUND}; ms per call, median of {args.repeats} "
+          f"interleaved blocks; "
           f"ratio = flowinfer / other (< 1: flowinfer faster)")
     print("| op | flow | dim | batch | flowinfer | pyro | zuko | fi/pyro | fi/zuko |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|")

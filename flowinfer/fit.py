@@ -46,6 +46,10 @@ Callback = Callable[[int, dict[str, Any]], Any]
 # ------------------------------------------------------------------------------ checks
 def _as_rows(value: Any, name: str, width: int, like: Tensor) -> Tensor:
     """``value`` as a finite ``(n, width)`` tensor with ``like``'s dtype and device."""
+    # Casting would silently drop an imaginary part or turn booleans into 0/1 values.
+    source_dtype = str(getattr(value, "dtype", ""))
+    if "complex" in source_dtype or "bool" in source_dtype:
+        raise TypeError(f"{name} must hold real numbers, got dtype {source_dtype}")
     try:
         rows = torch.as_tensor(value, dtype=like.dtype, device=like.device)
     except (TypeError, ValueError, RuntimeError) as err:

@@ -127,6 +127,38 @@ class Flow(nn.Module):
             check_event(x, self.dim, name)
         else:
             check_image(x, self.event_shape, name)
+        self._check_dtype(x, name)
+
+    def _check_dtype(self, x: Tensor, name: str) -> None:
+        # Caught here because torch's own message ("mat1 and mat2 must have the same dtype")
+        # names neither the argument nor the fix.
+        expected = self.base_loc.dtype
+        if x.dtype == expected:
+            return
+        fix = f"convert with {name}.to({expected})"
+        if x.is_floating_point():
+            fix += f" or move the flow with flow.to({x.dtype})"
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the flow's parameters are {expected}; {fix}"
+        )
+
+    @staticmethod
+    def _sample_shape(sample_shape: int | Sequence[int] | torch.Size) -> torch.Size:
+        # An int n means (n,), as in flow.sample(64, temperature=0.7).
+        if isinstance(sample_shape, int) and not isinstance(sample_shape, bool):
+            sample_shape = (sample_shape,)
+        try:
+            sizes = tuple(sample_shape)
+        except TypeError:
+            raise TypeError(
+                f"sample_shape must be an int or a sequence of ints, got "
+                f"{type(sample_shape).__name__}"
+            ) from None
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
+            raise TypeError(f"sample_shape must contain ints, got {sample_shape!r}")
+        if any(n < 0 for n in sizes):
+            raise ValueError(f"sample_shape must not contain negative sizes, got {sizes}")
+        return torch.Size(sizes)
 
     def _check_context(self, context: Tensor | None) -> Tensor | None:
         if self.context_dim == 0:
@@ -142,6 +174,7 @@ class Flow(nn.Module):
                 f"{self.context_dim}); pass a tensor of shape (..., {self.context_dim})"
             )
         check_event(context, self.context_dim, "context")
+        self._check_dtype(context, "context")
         return context
 
     # ------------------------------------------------------------------ pyro view
@@ -197,7 +230,13 @@ class Flow(nn.Module):
         for layer in reversed(self.layers):
             x, ladj = self._layer_inverse(layer, x, context, event_ndim)
             total = total + ladj
-        return self.base_distribution(context).log_prob(x) - total
+        return self._base_log_prob(x) - total
+
+    def _base_log_prob(self, z: Tensor) -> Tensor:
+        # Summed by hand rather than through Independent.log_prob, which cannot reshape an
+        # empty batch; broadcasting over any batch shape gives the same values.
+        log_density = dist.Normal(self.base_loc, torch.exp(self.base_log_scale)).log_prob(z)
+        return log_density.sum(tuple(range(-len(self.event_shape), 0)))
 
     def _forward_pass(
         self, z: Tensor, context: Tensor | None, keep: bool = False
@@ -214,10 +253,7 @@ class Flow(nn.Module):
 
     def _base_sample(self, sample_shape: int | Sequence[int] | torch.Size,
                      context: Tensor | None):
-        # An int n means (n,), as in flow.sample(64, temperature=0.7).
-        if isinstance(sample_shape, int) and not isinstance(sample_shape, bool):
-            sample_shape = (sample_shape,)
-        return self.base_distribution(context).rsample(torch.Size(sample_shape))
+        return self.base_distribution(context).rsample(self._sample_shape(sample_shape))
 
     def rsample(
         self, sample_shape: Sequence[int] | torch.Size = (), context: Tensor | None = None
@@ -251,9 +287,9 @@ class Flow(nn.Module):
         """Reparameterised samples and their log density in one forward pass (IAF, coupling)."""
         context = self._check_context(context)
         base = self.base_distribution(context)
-        z = base.rsample(torch.Size(sample_shape))
+        z = base.rsample(self._sample_shape(sample_shape))
         y, total, _ = self._forward_pass(z, context)
-        return y, base.log_prob(z) - total
+        return y, self._base_log_prob(z) - total
 
     @torch.no_grad()
     def sample_and_log_prob(

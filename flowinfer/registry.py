@@ -76,6 +76,11 @@ def register_flow(
 
 def get_flow_spec(name: str) -> FlowSpec:
     """The :class:`FlowSpec` of a registered name; ``ValueError`` listing names otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(
+            f"flow name must be a string, one of {', '.join(sorted(_REGISTRY))}; got "
+            f"{type(name).__name__}"
+        )
     if name not in _REGISTRY:
         raise ValueError(
             f"unknown flow {name!r}; available flows: {', '.join(sorted(_REGISTRY))}"

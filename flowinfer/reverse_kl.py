@@ -491,6 +491,20 @@ def _evaluate(log_density: LogDensity, x: Tensor) -> Tensor:
     return out
 
 
+def _check_target_is_defined(flow: Flow, log_density: LogDensity, num_samples: int) -> None:
+    # A NaN at the start is a broken target, not a training failure: say so before any step
+    # (-inf is allowed, it means "outside the support").
+    with torch.no_grad():
+        x = flow.sample((num_samples,))
+        out = _evaluate(log_density, x)
+    bad = int(torch.isnan(out).sum())
+    if bad:
+        raise ValueError(
+            f"target returned NaN for {bad} of {num_samples} points drawn from the initial "
+            "flow; a log density must return a number, or -inf outside its support"
+        )
+
+
 # ------------------------------------------------------------------------------ the loss
 def annealing_schedule(
     step: int, anneal_steps: int, anneal_start: float = 0.01, kind: str = "geometric"
@@ -803,6 +817,7 @@ def fit_reverse_kl(
     )
     if seed is not None:
         torch.manual_seed(seed)
+    _check_target_is_defined(flow, resolved.log_density, num_samples)
 
     result = FitResult(history={k: [] for k in
                                 ("loss", "beta", "loss_at_one", "smoothed_loss", "outside")})
