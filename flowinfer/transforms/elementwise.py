@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from flowinfer.nn import check_positive_int
 from flowinfer.transforms.base import Bijector
 
-__all__ = ["ElementwiseAffine", "ActNorm", "elementwise_affine", "actnorm"]
+__all__ = ["ElementwiseAffine", "ActNorm", "DataDependentInit", "elementwise_affine", "actnorm"]
 
 
 class ElementwiseAffine(Bijector):
@@ -42,7 +42,29 @@ class ElementwiseAffine(Bijector):
         return (y - self.loc) * torch.exp(-self.log_scale), self._ladj(y)
 
 
-class ActNorm(ElementwiseAffine):
+class DataDependentInit(nn.Module):
+    """An ``initialized`` flag for layers that set their parameters from the first data batch.
+
+    The flag is a buffer, so checkpoints keep it (a loaded layer is not re-initialised); the
+    hot path branches on its Python mirror ``_is_initialized``, because branching on a tensor
+    breaks ``torch.compile`` graphs (and synchronises a GPU).
+    """
+
+    def _add_init_flag(self) -> None:
+        self.register_buffer("initialized", torch.tensor(False))
+        self._is_initialized = False
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._is_initialized = bool(self.initialized)
+
+    @torch.no_grad()
+    def _mark_initialized(self) -> None:
+        self.initialized.fill_(True)
+        self._is_initialized = True
+
+
+class ActNorm(DataDependentInit, ElementwiseAffine):
     """Activation normalisation: an elementwise affine map with data-dependent initialisation.
 
     The first time data passes through the layer in the data -> base direction (``inverse``,
@@ -64,14 +86,7 @@ class ActNorm(ElementwiseAffine):
 
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
-        self.register_buffer("initialized", torch.tensor(False))
-        # The buffer is what checkpoints keep; the hot path branches on this Python mirror,
-        # because branching on a tensor breaks torch.compile graphs (and syncs a GPU).
-        self._is_initialized = False
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        self._is_initialized = bool(self.initialized)
+        self._add_init_flag()
 
     @torch.no_grad()
     def _initialize(self, y: Tensor) -> None:
@@ -81,14 +96,11 @@ class ActNorm(ElementwiseAffine):
         std = flat.std(dim=0).clamp_min(1e-6)
         self.loc.copy_(flat.mean(dim=0))
         self.log_scale.copy_(torch.log(std))
-        self.initialized.fill_(True)
-        self._is_initialized = True
+        self._mark_initialized()
 
     def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if not self._is_initialized and self.training:
-            with torch.no_grad():
-                self.initialized.fill_(True)
-            self._is_initialized = True
+            self._mark_initialized()
         return super().call_and_ladj(x, context)
 
     def inverse_and_ladj(

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from flowinfer.nn import check_positive_int
 from flowinfer.transforms.base import Bijector
 from flowinfer.transforms.elements import AffineElement
+from flowinfer.transforms.elementwise import DataDependentInit
 from flowinfer.transforms.linear import LULinear
 
 __all__ = [
@@ -232,7 +233,7 @@ class Unsqueeze(ImageBijector):
         return _space_to_depth(y), self._zero_ladj(y)
 
 
-class ActNorm2d(ImageBijector):
+class ActNorm2d(DataDependentInit, ImageBijector):
     """Per-channel affine map ``y = x * exp(log_scale_c) + loc_c`` with data-dependent start.
 
     The first batch that passes data -> base (``inverse``, as in ``log_prob`` during training,
@@ -260,7 +261,7 @@ class ActNorm2d(ImageBijector):
         c = self.channels
         self.loc = nn.Parameter(torch.zeros(c, 1, 1))
         self.log_scale = nn.Parameter(torch.zeros(c, 1, 1))
-        self.register_buffer("initialized", torch.tensor(False))
+        self._add_init_flag()
 
     def _ladj(self, x: Tensor) -> Tensor:
         h, w = self.shape[1:]
@@ -273,20 +274,19 @@ class ActNorm2d(ImageBijector):
             return
         self.loc.copy_(flat.mean(dim=1).reshape(-1, 1, 1))
         self.log_scale.copy_(flat.std(dim=1).clamp_min(1e-6).log().reshape(-1, 1, 1))
-        self.initialized.fill_(True)
+        self._mark_initialized()
 
     def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x, _ = self._check_input(x, context, "x")
-        if not bool(self.initialized) and self.training:
-            with torch.no_grad():
-                self.initialized.fill_(True)
+        if not self._is_initialized and self.training:
+            self._mark_initialized()
         return x * torch.exp(self.log_scale) + self.loc, self._ladj(x)
 
     def inverse_and_ladj(
         self, y: Tensor, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         y, _ = self._check_input(y, context, "y")
-        if not bool(self.initialized) and self.training:
+        if not self._is_initialized and self.training:
             self._initialize(y)
         return (y - self.loc) * torch.exp(-self.log_scale), self._ladj(y)
 
