@@ -31,7 +31,13 @@ from flowinfer.io import (
     save_training_state,
 )
 from flowinfer.registry import get_flow_spec
-from flowinfer.training import BestState, FitResult, make_optimizer, stop_on_non_finite
+from flowinfer.training import (
+    BestState,
+    FitResult,
+    check_int,
+    make_optimizer,
+    stop_on_non_finite,
+)
 from flowinfer.training import progress as progress_bar
 
 __all__ = ["fit_density", "mean_nll"]
@@ -114,14 +120,6 @@ def _rows_and_context(
     return x, c
 
 
-def _check_int(value: Any, name: str, lowest: int = 1, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be an integer >= {lowest}{extra}, got {value!r}")
-
-
 def _check_options(
     flow: Any, epochs: Any, batch_size: Any, schedule: Any, clip_grad: Any,
     val_fraction: Any, patience: Any, progress: Any, seed: Any, callback: Any,
@@ -140,8 +138,8 @@ def _check_options(
                 f"flow {name!r} has no analytic inverse, so the log density of data cannot be "
                 "computed; fit_density needs a flow such as 'nsf', 'maf' or 'realnvp'"
             )
-    _check_int(epochs, "epochs")
-    _check_int(batch_size, "batch_size")
+    check_int(epochs, "epochs")
+    check_int(batch_size, "batch_size")
     if schedule not in _SCHEDULES:
         raise ValueError(f"schedule must be one of {_SCHEDULES}, got {schedule!r}")
     if clip_grad is not None and not (
@@ -153,10 +151,10 @@ def _check_options(
         0 <= val_fraction < 1
     ):
         raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
-    _check_int(patience, "patience", allow_none=True)
+    check_int(patience, "patience", allow_none=True)
     if progress is not None and not isinstance(progress, bool):
         raise ValueError(f"progress must be True, False or None (auto), got {progress!r}")
-    _check_int(seed, "seed", lowest=0, allow_none=True)
+    check_int(seed, "seed", lowest=0, allow_none=True)
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable or None, got {type(callback).__name__}")
 

@@ -180,8 +180,7 @@ class Flow(nn.Module):
     # ------------------------------------------------------------------ pyro view
     def base_distribution(self, context: Tensor | None = None) -> dist.Distribution:
         """The base ``Normal(loc, scale)`` over the event shape, batched like ``context``."""
-        base = dist.Normal(self.base_loc, torch.exp(self.base_log_scale)).to_event(
-            len(self.event_shape))
+        base = self._base_normal().to_event(len(self.event_shape))
         if context is not None and context.dim() > 1:
             base = base.expand(context.shape[:-1])
         return base
@@ -232,11 +231,13 @@ class Flow(nn.Module):
             total = total + ladj
         return self._base_log_prob(x) - total
 
+    def _base_normal(self) -> dist.Normal:
+        return dist.Normal(self.base_loc, torch.exp(self.base_log_scale))
+
     def _base_log_prob(self, z: Tensor) -> Tensor:
         # Summed by hand rather than through Independent.log_prob, which cannot reshape an
         # empty batch; broadcasting over any batch shape gives the same values.
-        log_density = dist.Normal(self.base_loc, torch.exp(self.base_log_scale)).log_prob(z)
-        return log_density.sum(tuple(range(-len(self.event_shape), 0)))
+        return self._base_normal().log_prob(z).sum(tuple(range(-len(self.event_shape), 0)))
 
     def _forward_pass(
         self, z: Tensor, context: Tensor | None, keep: bool = False

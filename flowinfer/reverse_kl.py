@@ -53,6 +53,7 @@ from flowinfer.registry import build_flow
 from flowinfer.training import (
     BestState,
     FitResult,
+    check_int,
     make_optimizer,
     stop_on_non_finite,
 )
@@ -647,7 +648,7 @@ def reverse_kl_loss(
     flow = _check_flow(flow)
     resolved = _resolve_target(target, model_args, model_kwargs)
     _check_dims(flow, resolved)
-    _check_int(num_samples, "num_samples", 2)
+    check_int(num_samples, "num_samples", 2)
     if not (_is_number(beta) and 0 < beta <= 1):
         raise ValueError(f"beta must be a number in (0, 1], got {beta!r}")
     if estimator not in _ESTIMATORS:
@@ -661,22 +662,16 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_int(value: Any, name: str, lowest: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-        raise ValueError(f"{name} must be an integer >= {lowest}, got {value!r}")
-    return value
-
-
 def _check_fit_args(
     steps: Any, num_samples: Any, estimator: Any, anneal_steps: Any, anneal_start: Any,
     anneal_schedule: Any, cover_steps: Any, clip_grad: Any, schedule: Any, progress_: Any,
     seed: Any, callback: Any,
 ) -> None:
-    _check_int(steps, "steps", 1)
-    _check_int(num_samples, "num_samples", 2)
+    check_int(steps, "steps", 1)
+    check_int(num_samples, "num_samples", 2)
     if estimator not in _ESTIMATORS:
         raise ValueError(f"estimator must be one of {_ESTIMATORS}, got {estimator!r}")
-    _check_int(anneal_steps, "anneal_steps", 0)
+    check_int(anneal_steps, "anneal_steps", 0)
     if anneal_steps >= steps:
         raise ValueError(
             f"anneal_steps must be smaller than steps (training must reach beta = 1), got "
@@ -688,7 +683,7 @@ def _check_fit_args(
         raise ValueError(
             f"anneal_schedule must be one of {_ANNEAL_SCHEDULES}, got {anneal_schedule!r}"
         )
-    _check_int(cover_steps, "cover_steps", 0)
+    check_int(cover_steps, "cover_steps", 0)
     if cover_steps > steps:
         raise ValueError(f"cover_steps must be at most steps={steps}, got {cover_steps}")
     if clip_grad is not None and not (_is_number(clip_grad) and clip_grad > 0):
@@ -924,8 +919,8 @@ def importance_samples(
     flow = _check_flow(flow)
     resolved = _resolve_target(target, model_args, model_kwargs)
     _check_dims(flow, resolved)
-    _check_int(num_samples, "num_samples", 2)
-    _check_int(batch_size, "batch_size", 1)
+    check_int(num_samples, "num_samples", 2)
+    check_int(batch_size, "batch_size", 1)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"seed must be an integer or None, got {seed!r}")
     if seed is not None:
@@ -1016,10 +1011,10 @@ def importance_resample(
         raise ValueError("log_weights contains NaN or +inf")
     if torch.isneginf(log_weights).all():
         raise ValueError("log_weights are all -inf: no sample has target mass")
-    n = x.shape[0] if num_samples is None else _check_int(num_samples, "num_samples", 1)
+    n = x.shape[0] if num_samples is None else check_int(num_samples, "num_samples", 1)
     generator = None
     if seed is not None:
-        generator = torch.Generator(device=x.device).manual_seed(_check_int(seed, "seed", 0))
+        generator = torch.Generator(device=x.device).manual_seed(check_int(seed, "seed", 0))
     probs = torch.softmax(log_weights.double(), dim=0)
     idx = torch.multinomial(probs, n, replacement=True, generator=generator)
     return x[idx]

@@ -15,6 +15,16 @@ from torch import nn
 __all__ = ["FitResult", "BestState", "NonFiniteLossWarning", "progress", "make_optimizer"]
 
 
+def check_int(value: object, name: str, lowest: int = 1, allow_none: bool = False) -> int | None:
+    """Return ``value`` if it is an int ``>= lowest`` (or None when allowed), else ValueError."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be an integer >= {lowest}{extra}, got {value!r}")
+    return value
+
+
 class NonFiniteLossWarning(RuntimeWarning):
     """Training met a NaN or infinite loss and stopped (best parameters were restored)."""
 
