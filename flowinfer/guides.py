@@ -248,6 +248,13 @@ class AutoFlow(AutoContinuous):
         self._raw_model = model
         super().__init__(model, init_loc_fn=init_loc_fn)
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """The constructor options ``flow``, ``init_scale`` and ``scale`` (what ``fi.save``
+        records to rebuild the guide; the flow's own hyper-parameters travel in its config)."""
+        return {"flow": self._flow_arg, "init_scale": self._init_scale,
+                "scale": self._scale_kind}
+
     # ------------------------------------------------------------------ setup
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         name = type(self).__name__

@@ -425,13 +425,14 @@ def _describe_wrapper(obj: Any) -> dict[str, Any] | None:
                 "the AutoFlow guide has no parameters yet: call it once (or take one SVI "
                 "step) before saving it"
             )
-        if not isinstance(getattr(obj, "_flow_arg", None), str):
+        options = obj.options
+        if not isinstance(options["flow"], str):
             raise ValueError("only AutoFlow guides built with a flow name can be saved; "
                              "this one was given a flow factory")
         return {
             "type": "AutoFlow",
-            # AutoFlow keeps its constructor options privately; they rebuild the guide.
-            "options": _to_plain({"init_scale": obj._init_scale, "scale": obj._scale_kind},
+            "options": _to_plain({"init_scale": options["init_scale"],
+                                  "scale": options["scale"]},
                                  "guide options", allow_tensors=False),
             "state_dict": {k: v.detach() for k, v in obj.state_dict().items()},
         }
