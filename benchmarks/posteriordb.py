@@ -4,7 +4,8 @@ For every posterior and guide: the same optimizer (ClippedAdam, learning rate de
 over the run), the same number of steps and of vectorized ELBO particles, then
 ``num_eval`` draws from the guide to measure
 
-* time per SVI step (wall clock, training loop only),
+* the setup time (the first SVI step, which builds the guide and runs ``fi.AutoFlow``'s
+  warm start) and the time per later SVI step (wall clock),
 * the ELBO (mean log importance weight of the evaluation draws) with its standard error,
 * PSIS k-hat of the importance weights (Yao et al. 2018: < 0.5 good, < 0.7 usable),
 * the error against the Stan reference draws: the largest |mean_q - mean_ref| / sd_ref and
@@ -61,7 +62,12 @@ GUIDES = {
     "fi.AutoFlow iaf": lambda m: fi.AutoFlow(m, "iaf", init_loc_fn=pdb.init_loc_fn),
     "fi.AutoFlow nsf": lambda m: fi.AutoFlow(m, "nsf", init_loc_fn=pdb.init_loc_fn),
     "fi.AutoFlow realnvp": lambda m: fi.AutoFlow(m, "realnvp", init_loc_fn=pdb.init_loc_fn),
+    # The default iaf guide as built, before any SVI step: its warm start alone (the
+    # Laplace approximation when that wins), to show what the flow training adds.
+    "fi.AutoFlow iaf, start only": lambda m: fi.AutoFlow(m, "iaf",
+                                                         init_loc_fn=pdb.init_loc_fn),
 }
+UNTRAINED = {"fi.AutoFlow iaf, start only"}
 
 
 def reference_errors(samples: dict[str, torch.Tensor], post: pdb.Posterior) -> tuple[float,
@@ -86,13 +92,22 @@ def run_one(post: pdb.Posterior, guide_name: str, steps: int, particles: int, lr
     row = {"posterior": post.name, "guide": guide_name, "steps": steps,
            "particles": particles, "lr": lr, "seed": seed}
     try:
-        svi.step(*post.args)  # builds the guide; not timed
         start = time.perf_counter()
-        for step in progress(range(steps - 1), show, desc=f"{guide_name}"):
-            loss = svi.step(*post.args)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at step {step + 1}")
-        row["sec_per_step"] = (time.perf_counter() - start) / (steps - 1)
+        if guide_name in UNTRAINED:
+            with pyro.poutine.block():
+                guide(*post.args)  # builds the guide (and runs its warm start)
+            row["setup_sec"], row["sec_per_step"] = time.perf_counter() - start, None
+        else:
+            svi.step(*post.args)  # builds the guide (warm start included) and takes a step
+            row["setup_sec"] = time.perf_counter() - start
+            start = time.perf_counter()
+            for step in progress(range(steps - 1), show, desc=f"{guide_name}"):
+                loss = svi.step(*post.args)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss at step {step + 1}")
+            row["sec_per_step"] = (time.perf_counter() - start) / (steps - 1)
+        if getattr(guide, "warm_start_info", None):
+            row["warm_start"] = guide.warm_start_info["chosen"]
         lw, samples, _ = importance_draws(post.model, guide, *post.args, num_samples=num_eval,
                                           chunk_size=500)
         report = DiagnosticReport.from_log_weights(lw)
@@ -106,16 +121,23 @@ def run_one(post: pdb.Posterior, guide_name: str, steps: int, particles: int, lr
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| posterior | guide | ms/step | ELBO | k-hat | max mean err / sd | max abs log sd ratio |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| posterior | guide | setup s | ms/step | ELBO | k-hat | max mean err / sd "
+        "| max abs log sd ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    several_seeds = len({r.get("seed") for r in rows}) > 1
     for r in rows:
         short = r["posterior"].split("-")[0]
+        if several_seeds:
+            short += f" (seed {r.get('seed')})"
         if "error" in r:
-            lines.append(f"| {short} | {r['guide']} | failed: {r['error']} | | | | |")
+            lines.append(f"| {short} | {r['guide']} | failed: {r['error']} | | | | | |")
             continue
+        per_step = "-" if r["sec_per_step"] is None else f"{1000 * r['sec_per_step']:.1f}"
+        setup = f"{r['setup_sec']:.2f}" if "setup_sec" in r else "n/a"
+        guide = r["guide"] + (f" [{r['warm_start']}]" if "warm_start" in r else "")
         lines.append(
-            f"| {short} | {r['guide']} | {1000 * r['sec_per_step']:.1f} | "
+            f"| {short} | {guide} | {setup} | {per_step} | "
             f"{r['elbo']:.2f} +- {r['elbo_se']:.2f} | {r['khat']:.2f} | "
             f"{r['mean_err']:.3f} | {r['log_sd_err']:.3f} |"
         )
@@ -132,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--particles", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--num-eval", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="one or more seeds; every (posterior, guide) runs for each")
     parser.add_argument("--quick", action="store_true", help="50 steps, 200 draws: a smoke run")
     parser.add_argument("--out", type=Path, default=Path("out/posteriordb"))
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
@@ -144,11 +167,11 @@ def main(argv: list[str] | None = None) -> None:
         merged = {}
         for path in a.table_from:
             for row in json.loads(path.read_text()):
-                merged[(row["posterior"], row["guide"])] = row
+                merged[(row["posterior"], row["guide"], row.get("seed"))] = row
         order = {(p, g): (i, j) for i, p in enumerate(pdb.POSTERIORS)
                  for j, g in enumerate(GUIDES)}
-        rows = sorted(merged.values(), key=lambda r: order.get((r["posterior"], r["guide"]),
-                                                               (99, 99)))
+        rows = sorted(merged.values(), key=lambda r: (*order.get((r["posterior"], r["guide"]),
+                                                                 (99, 99)), r.get("seed", 0)))
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "table.md").write_text(markdown_table(rows))
         print(markdown_table(rows))
@@ -170,11 +193,12 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         post = pdb.load(name)
         for guide_name in a.guides:
-            row = run_one(post, guide_name, a.steps, a.particles, a.lr, a.num_eval, a.seed,
-                          a.progress)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            (a.out / "results.json").write_text(json.dumps(rows, indent=1))
+            for seed in a.seed:
+                row = run_one(post, guide_name, a.steps, a.particles, a.lr, a.num_eval, seed,
+                              a.progress)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                (a.out / "results.json").write_text(json.dumps(rows, indent=1))
     table = markdown_table(rows)
     (a.out / "table.md").write_text(table)
     print(table)

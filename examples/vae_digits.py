@@ -57,7 +57,7 @@ class VAE(nn.Module):
     """Bernoulli VAE whose prior and posterior are each Gaussian or a flow."""
 
     def __init__(self, data_dim: int, latent_dim: int, hidden: Sequence[int],
-                 flow_prior: bool, flow_posterior: bool, context_dim: int = 32,
+                 flow_prior: bool, flow_posterior: bool, context_dim: int = 0,
                  prior_layers: int = 4, posterior_layers: int = 2,
                  flow_hidden: Sequence[int] = (64, 64)) -> None:
         super().__init__()
@@ -320,8 +320,10 @@ def parser(description: str, **defaults) -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     p.add_argument("--latent-dim", type=positive_int, default=defaults.get("latent_dim", 2))
     p.add_argument("--hidden", type=positive_int, nargs="+", default=defaults.get("hidden", [128]))
-    p.add_argument("--context-dim", type=positive_int, default=32,
-                   help="size of the encoder context fed to the IAF posterior")
+    p.add_argument("--context-dim", type=int, default=0,
+                   help="size of an extra encoder context fed to the IAF posterior (default 0: "
+                   "one IAF shared by all images on the encoder's Gaussian; see docs/vae.md "
+                   "for why)")
     p.add_argument("--prior-layers", type=positive_int, default=4, help="RealNVP prior layers")
     p.add_argument("--posterior-layers", type=positive_int, default=2, help="IAF posterior layers")
     p.add_argument("--batch-size", type=positive_int, default=defaults.get("batch_size", 100))
@@ -334,8 +336,15 @@ def parser(description: str, **defaults) -> argparse.ArgumentParser:
     return p
 
 
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    if args.context_dim < 0:
+        p.error(f"--context-dim must be >= 0, got {args.context_dim}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    p = parser(__doc__.splitlines()[0])
+    args = check_args(p, p.parse_args(argv))
     train, _, test, test_labels = load_digits_data()
     print(f"digits: {len(train)} train / {len(test)} test images, statically binarized; "
           f"latent dim {args.latent_dim}, {args.epochs} epochs, K = {args.num_particles}")

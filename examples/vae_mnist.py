@@ -19,16 +19,17 @@ Run:
 
 from __future__ import annotations
 
-from vae_digits import binarize, parser, run, split
+from vae_digits import binarize, check_args, parser, run, split
 
 from flowinfer.datasets import DataNotFoundError, load_mnist
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    args = parser(
+    p = parser(
         __doc__.splitlines()[0], epochs=30, seeds=[0], latent_dim=16, hidden=[256, 256],
         out="out/vae_mnist",
-    ).parse_args(argv)
+    )
+    args = check_args(p, p.parse_args(argv))
     try:
         images, labels = load_mnist()     # ../shared/data/mnist, or $FLOWINFER_DATA
     except DataNotFoundError as error:

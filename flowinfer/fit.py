@@ -50,8 +50,11 @@ Callback = Callable[[int, dict[str, Any]], Any]
 
 
 # ------------------------------------------------------------------------------ checks
-def _as_rows(value: Any, name: str, width: int, like: Tensor) -> Tensor:
-    """``value`` as a finite ``(n, width)`` tensor with ``like``'s dtype and device."""
+def _as_rows(value: Any, name: str, width: int | tuple[int, ...], like: Tensor) -> Tensor:
+    """``value`` as a finite ``(n, width)`` (or ``(n, *shape)``) tensor with ``like``'s dtype
+    and device; ``width`` is a tuple for image flows (``event_shape == (C, H, W)``)."""
+    event = tuple(width) if isinstance(width, tuple | torch.Size) else (width,)
+    want = f"(n, {', '.join(str(v) for v in event)})"
     # Casting would silently drop an imaginary part or turn booleans into 0/1 values.
     source_dtype = str(getattr(value, "dtype", ""))
     if "complex" in source_dtype or "bool" in source_dtype:
@@ -60,23 +63,31 @@ def _as_rows(value: Any, name: str, width: int, like: Tensor) -> Tensor:
         rows = torch.as_tensor(value, dtype=like.dtype, device=like.device)
     except (TypeError, ValueError, RuntimeError) as err:
         raise ValueError(
-            f"{name} must be a numeric array or tensor of shape (n, {width}), got "
+            f"{name} must be a numeric array or tensor of shape {want}, got "
             f"{type(value).__name__} ({err})"
         ) from None
-    if rows.dim() != 2:
+    if len(event) > 1:
+        if rows.dim() == 2 and rows.shape[1] == math.prod(event):
+            hint = f"; reshape flattened images with {name}.reshape{(-1, *event)}"
+        else:
+            hint = ""
+        if tuple(rows.shape[1:]) != event or rows.dim() != 1 + len(event):
+            raise ValueError(f"{name} must be of shape {want} (the flow's event shape), got "
+                             f"shape {tuple(rows.shape)}{hint}")
+    elif rows.dim() != 2:
         hint = f"; for 1-D data use {name}.reshape(-1, 1)" if rows.dim() == 1 else ""
         raise ValueError(
-            f"{name} must be 2-D of shape (n, {width}), got shape {tuple(rows.shape)}{hint}"
+            f"{name} must be 2-D of shape {want}, got shape {tuple(rows.shape)}{hint}"
         )
-    if rows.shape[1] != width:
+    elif rows.shape[1] != event[0]:
         raise ValueError(
-            f"{name} must have {width} columns (the flow's "
+            f"{name} must have {event[0]} columns (the flow's "
             f"{'dim' if name.endswith('data') else 'context_dim'}), got shape "
             f"{tuple(rows.shape)}"
         )
     if rows.shape[0] == 0:
         raise ValueError(f"{name} has no rows")
-    bad = int((~torch.isfinite(rows)).any(dim=1).sum())
+    bad = int((~torch.isfinite(rows)).reshape(rows.shape[0], -1).any(dim=1).sum())
     if bad:
         raise ValueError(
             f"{name} must be finite: {bad} of {rows.shape[0]} rows contain NaN or inf; "
@@ -97,7 +108,8 @@ def _rows_and_context(
 ) -> tuple[Tensor, Tensor | None]:
     like = flow.base_loc
     value, context = _split_pair(value, context, flow, name)
-    x = _as_rows(value, name, flow.dim, like)
+    event = tuple(flow.event_shape)
+    x = _as_rows(value, name, event if len(event) > 1 else flow.dim, like)
     if not flow.is_conditional:
         if context is not None:
             raise ValueError(
@@ -215,7 +227,8 @@ def fit_density(
 
     Args:
         flow: a flow with an analytic inverse (``nsf``, ``maf``, ``realnvp``, ...).
-        data: ``(n, flow.dim)`` numpy array, tensor or nested list; converted to the flow's
+        data: ``(n, flow.dim)`` numpy array, tensor or nested list (``(n, C, H, W)`` for an
+            image flow such as ``build_flow("glow", shape=(C, H, W))``); converted to the flow's
             parameter dtype and device. For a conditional flow also ``(x, context)``.
         context: ``(n, flow.context_dim)`` context rows for a conditional flow.
         epochs: passes over the training rows.

@@ -460,8 +460,10 @@ def _rebuild_wrapper(wrapper: dict[str, Any], flow: Flow, path: PathLike, model:
 
         guide_cls = _optional_class("flowinfer.guides", "AutoFlow")
         config, options = flow.config, wrapper.get("options", {})
+        # warm_start=None: the saved state (Laplace buffers included) replaces any start.
         guide = guide_cls(model, flow=config["name"], init_scale=options["init_scale"],
-                          scale=options["scale"], **_from_plain(config["hyper"]))
+                          scale=options["scale"], warm_start=None,
+                          **_from_plain(config["hyper"]))
         with poutine.block():
             guide(*model_args, **model_kwargs)
         try:

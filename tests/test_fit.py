@@ -244,3 +244,21 @@ def test_default_nsf_beats_the_best_gaussian_on_moons():
         diff = flow.log_prob(test).double() - gauss.log_prob(test.double())
     se = float(diff.std()) / math.sqrt(diff.numel())
     assert float(diff.mean()) > 4 * se
+
+
+def test_fit_density_takes_image_shaped_data():
+    # A Glow flow models (C, H, W) tensors: fit_density takes (n, C, H, W) and lowers the NLL.
+    torch.manual_seed(0)
+    flow = fi.build_flow("glow", shape=(1, 4, 4), levels=1, steps_per_level=1,
+                         hidden_channels=8)
+    x = 0.3 * torch.randn(256, 1, 4, 4) + torch.linspace(-1, 1, 16).reshape(1, 1, 4, 4)
+    before = fi.fit.mean_nll(flow, x)
+    result = fi.fit_density(flow, x, epochs=5, batch_size=64, val_fraction=0.0,
+                            progress=False, seed=0)
+    assert result.best_loss < before
+    with pytest.raises(ValueError, match=r"reshape flattened images with data\.reshape"):
+        fi.fit_density(flow, x.reshape(256, 16), epochs=1, progress=False)
+    bad = x.clone()
+    bad[3, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="1 of 256 rows contain NaN"):
+        fi.fit_density(flow, bad, epochs=1, progress=False)

@@ -294,31 +294,54 @@ class ActNorm2d(DataDependentInit, ImageBijector):
 class InvertibleConv1x1(ImageBijector):
     """Glow's invertible 1x1 convolution ``y[:, i, j] = W x[:, i, j]`` in LU form.
 
-    ``W = P L U`` with a fixed channel permutation ``P`` (reversal), ``L`` unit
-    lower-triangular and ``U`` upper-triangular with diagonal ``exp(log_diag)`` (the
+    ``W = P L U`` with a fixed channel permutation ``P``, ``L`` unit lower-triangular and
+    ``U`` upper-triangular with diagonal ``exp(log_diag)`` (the
     :class:`~flowinfer.transforms.linear.LULinear` map applied to every pixel), so
     ``log|det J| = H * W * sum(log_diag)`` costs O(C) and the inverse is two triangular
-    solves. It starts as the channel reversal, a volume-preserving map that lets the next
-    coupling transform the channels the previous one kept.
+    solves. As in Glow it starts as a random rotation (``init="rotation"``): an orthogonal
+    ``Q`` drawn from the global torch generator, whose LU factors set ``P``, ``L`` and ``U``
+    (columns sign-flipped so that ``U``'s diagonal is positive). The rotation is volume
+    preserving and mixes every channel into both halves of the next coupling;
+    ``init="reversal"`` starts as the channel reversal instead (a fixed permutation).
 
     Args:
         shape: event shape ``(C, H, W)``.
+        init: ``"rotation"`` (default) or ``"reversal"``.
 
     Example:
         >>> t = InvertibleConv1x1((4, 3, 3))
         >>> x = torch.randn(2, 4, 3, 3)
-        >>> torch.allclose(t.inv(t(x)), x)
+        >>> torch.allclose(t.inv(t(x)), x, atol=1e-5)
+        True
+        >>> w = t.weight()
+        >>> torch.allclose(w @ w.T, torch.eye(4), atol=1e-5)   # a rotation at the start
         True
 
     References:
         Kingma & Dhariwal (2018), "Glow: Generative Flow with Invertible 1x1 Convolutions".
     """
 
-    def __init__(self, shape: Sequence[int]) -> None:
+    _INITS = ("rotation", "reversal")
+
+    def __init__(self, shape: Sequence[int], init: str = "rotation") -> None:
         super().__init__(shape)
+        if init not in self._INITS:
+            raise ValueError(f"init must be one of {self._INITS}, got {init!r}")
         c = self.channels
         self.linear = LULinear(c, bias=False)
         perm = torch.arange(c - 1, -1, -1)
+        if init == "rotation":
+            q = torch.linalg.qr(torch.randn(c, c, dtype=torch.float64))[0]
+            p_mat, lower, upper = torch.linalg.lu(q)
+            diag = upper.diagonal()
+            # Q D (D = sign(diag U)) is still orthogonal and its U factor has diagonal |u_ii|.
+            upper = upper * diag.sign()
+            with torch.no_grad():
+                dtype = self.linear.lower.dtype
+                self.linear.lower.copy_(lower.tril(-1).to(dtype))
+                self.linear.upper.copy_(upper.triu(1).to(dtype))
+                self.linear.log_diag.copy_(diag.abs().log().to(dtype))
+            perm = p_mat.argmax(dim=1)
         self.register_buffer("perm", perm)
         self.register_buffer("inv_perm", torch.argsort(perm))
 

@@ -178,10 +178,26 @@ def test_fresh_layers_start_at_identity_or_a_permutation():
     for layer in (ChannelCoupling((4, 4, 4)).double(), MultiscaleSplit((4, 4, 4)).double()):
         y, ladj = layer.call_and_ladj(x)
         assert torch.equal(y, x) and torch.equal(ladj, torch.zeros(2, dtype=F64))
-    conv = InvertibleConv1x1((4, 4, 4)).double()
+    conv = InvertibleConv1x1((4, 4, 4), init="reversal").double()
     y, ladj = conv.call_and_ladj(x)
     torch.testing.assert_close(y, x.flip(-3))
     assert torch.equal(ladj, torch.zeros(2, dtype=F64))
+
+
+def test_conv1x1_starts_as_a_random_rotation():
+    torch.manual_seed(0)
+    conv = InvertibleConv1x1((6, 2, 2)).double()
+    w = conv.weight()
+    # The factors are stored as float32 parameters, hence float32 tolerances.
+    torch.testing.assert_close(w @ w.T, torch.eye(6, dtype=F64), atol=1e-6, rtol=0)
+    assert not torch.allclose(w.abs(), torch.eye(6, dtype=F64).flip(0))  # not a permutation
+    ladj = conv.call_and_ladj(rand((3, 6, 2, 2)))[1]
+    torch.testing.assert_close(ladj, torch.zeros(3, dtype=F64), atol=1e-5, rtol=0)
+    torch.manual_seed(0)
+    again = InvertibleConv1x1((6, 2, 2)).double()
+    assert torch.equal(again.weight(), w)  # reproducible from the global seed
+    with pytest.raises(ValueError, match="init must be one of"):
+        InvertibleConv1x1((6, 2, 2), init="identity")
 
 
 def test_conv1x1_log_det_is_pixels_times_log_det_of_weight():
