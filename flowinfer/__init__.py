@@ -1,6 +1,7 @@
 """flowinfer: normalizing flows as first-class citizens of Pyro.
 
 Example:
+    >>> import torch
     >>> import flowinfer as fi
     >>> flow = fi.build_flow("nsf", dim=2, num_layers=2, hidden=(16,))
     >>> flow.log_prob(torch.zeros(3, 2)).shape
