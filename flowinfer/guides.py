@@ -205,8 +205,9 @@ class AutoFlow(AutoContinuous):
             :attr:`warm_start_info`). When the Laplace Gaussian wins, ``loc`` and ``L`` are
             learnt in the coordinates it whitens (``u = m + W (loc + L F(eps))`` with
             ``W W^T = H^-1`` fixed), so every parameter moves in posterior-sd units.
-            Skipped for models whose plates subsample (a noisy objective) and inside a JIT
-            trace; the Hessian is skipped above 500 latent coordinates.
+            Skipped for models whose plates subsample or whose density is random at fixed
+            latents (sites hidden from this guide, as in an ``AutoGuideList``), and inside a
+            JIT trace; the Hessian is skipped above 500 latent coordinates.
         **flow_hyper: the flow's hyper-parameters (``num_layers``, ``hidden``, ``bins``, ...);
             affine flows default to ``log_scale_bound=2.0`` here (see
             ``GUIDE_FLOW_DEFAULTS``), which keeps early SVI steps from blowing up.
@@ -357,12 +358,19 @@ class AutoFlow(AutoContinuous):
         from flowinfer.laplace import gaussian_elbo, laplace_start
 
         init_scale = torch.full_like(init, self._init_scale)
-        if torch._C._get_tracing_state() or self._subsamples(
-                self._conditioned_trace(init, args, kwargs)[0]):
-            self.warm_start_info = {"chosen": "init", "message": "skipped (JIT trace or "
-                                    "subsampling plate)"}
-            return init, init_scale, None
+        if torch._C._get_tracing_state():
+            return self._skip_warm_start(init, init_scale, "inside a JIT trace")
+        trace, log_det = self._conditioned_trace(init, args, kwargs)
+        if self._subsamples(trace):
+            return self._skip_warm_start(init, init_scale, "a plate subsamples")
         log_joint = self.unconstrained_log_joint(*args, **kwargs)
+        with torch.no_grad():
+            first, second = trace.log_prob_sum() + log_det, log_joint(init)
+        if not torch.equal(first, second):
+            # Sites this guide does not see (blocked for an AutoGuideList, say) are sampled
+            # afresh on every run: a random objective that L-BFGS cannot optimise.
+            return self._skip_warm_start(init, init_scale, "the model's log density is "
+                                         "random at fixed latents (hidden or blocked sites)")
         with torch.enable_grad():
             start = laplace_start(log_joint, init, max_dim=500)
         eye = torch.eye(self.latent_dim, dtype=init.dtype, device=init.device)
@@ -384,6 +392,11 @@ class AutoFlow(AutoContinuous):
         if chosen == "laplace":
             whiten = (start.loc.detach().clone(), start.scale_tril.detach().clone())
             return torch.zeros_like(init), torch.ones_like(init), whiten
+        return init, init_scale, None
+
+    def _skip_warm_start(self, init: Tensor, init_scale: Tensor, why: str
+                         ) -> tuple[Tensor, Tensor, None]:
+        self.warm_start_info = {"chosen": "init", "message": f"skipped: {why}"}
         return init, init_scale, None
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *rest: Any) -> None:

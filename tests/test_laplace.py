@@ -124,7 +124,26 @@ def test_plain_start_is_kept_on_request_and_with_subsampling():
     guide = AutoFlow(subsampled, **SMALL)
     guide(y)
     assert guide.warm_start_info["chosen"] == "init"
-    assert "subsampling" in guide.warm_start_info["message"]
+    assert "subsamples" in guide.warm_start_info["message"]
+
+
+def test_warm_start_is_skipped_when_hidden_sites_make_the_density_random():
+    # AutoGuideList style: this guide sees only "b"; "noise" is blocked and sampled afresh
+    # on every model run, so the log density at fixed b is random.
+    y = _narrow_data()
+
+    def model(y):
+        b = pyro.sample("b", dist.Normal(torch.zeros(2, dtype=torch.float64), 100.0)
+                        .to_event(1))
+        noise = pyro.sample("noise", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+        mean = b[..., :1] + b[..., 1:] * _X + noise
+        pyro.sample("y", dist.Normal(mean, 0.5).to_event(1), obs=y)
+
+    pyro.clear_param_store()
+    guide = AutoFlow(pyro.poutine.block(model, hide=["noise"]), **SMALL)
+    guide(y)
+    assert guide.warm_start_info["chosen"] == "init"
+    assert "random at fixed latents" in guide.warm_start_info["message"]
 
 
 def test_warm_start_argument_is_checked():
