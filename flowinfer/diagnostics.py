@@ -199,6 +199,17 @@ class DiagnosticReport:
             "train longer, use a richer flow, or run fi.neutra_mcmc",
             "undefined": "k-hat could not be computed",
         }[self.khat_reading]
+        if self.khat_reading == "unreliable" and self.ess_fraction >= 0.5:
+            # k-hat reads the tail of the weights, ESS their bulk: both high means the guide
+            # matches the bulk but has lighter tails than the posterior somewhere (e.g. a
+            # Gaussian-tailed guide on an exponentially tailed posterior), so the weights'
+            # variance is infinite even though few draws carry large weight.
+            advice = (
+                "the weights' tail is heavy although the bulk matches (high ESS): the guide's "
+                "tails are lighter than the posterior's somewhere, so tail-sensitive estimates "
+                "(log Z, extreme quantiles) are unreliable; more draws sharpen k-hat, and "
+                "fi.neutra_mcmc gives exact answers"
+            )
         return (
             f"ELBO        {self.elbo:.3f} +- {self.elbo_se:.3f}\n"
             f"log Z (IS)  {self.log_z:.3f} +- {self.log_z_se:.3f}\n"

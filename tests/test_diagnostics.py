@@ -13,7 +13,13 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
-from flowinfer.diagnostics import diagnose, importance_draws, neutra_mcmc, to_inference_data
+from flowinfer.diagnostics import (
+    DiagnosticReport,
+    diagnose,
+    importance_draws,
+    neutra_mcmc,
+    to_inference_data,
+)
 from flowinfer.guides import AutoFlow
 
 
@@ -200,3 +206,18 @@ def test_neutra_mcmc_returns_chains_for_rhat():
     assert rhat.shape == (2,) and np.isfinite(rhat).all()
     # The guide's parameters are left trainable afterwards.
     assert all(p.requires_grad for p in guide.parameters())
+
+
+def test_reading_separates_a_heavy_tail_from_a_poor_bulk():
+    # Weights 1 + 0.005 P with P ~ Pareto(tail index 1.2): the bulk is nearly uniform (high
+    # ESS) but the tail has k = 1 / 1.2 = 0.83 > 0.7 (infinite variance).
+    gen = torch.Generator().manual_seed(0)
+    u = torch.rand(4000, generator=gen, dtype=torch.float64)
+    weights = 1.0 + 0.005 * u ** (-1 / 1.2)
+    report = DiagnosticReport.from_log_weights(weights.log())
+    assert report.khat > 0.7 and report.ess_fraction > 0.5, report
+    assert "bulk matches" in str(report)
+    # Widely spread weights (a poor bulk) keep the plain advice.
+    spread = DiagnosticReport.from_log_weights(3.0 * (-u.log()) ** 1.5)
+    assert spread.khat > 0.7 and spread.ess_fraction < 0.5, spread
+    assert "misses posterior mass" in str(spread)
