@@ -58,11 +58,15 @@ def train(flow: fi.Flow, train_values: Tensor, val: tuple[Tensor, Tensor],
           batch_size: int, lr: float, seed: int, show: bool | None, name: str) -> dict:
     """Maximum likelihood on freshly dequantized batches; keeps the best validation state.
 
+    Adam's learning rate decays from ``lr`` to zero on a cosine over the budget.
+
     Stops after ``epochs`` epochs or ``minutes`` of wall-clock time, whichever comes first
     (the epoch under way when time runs out is cut short, then validated).
     """
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(flow.parameters(), lr=lr)
+    steps_per_epoch = math.ceil(len(train_values) / batch_size)
+    total_steps, step = epochs * steps_per_epoch, 0
     best = BestState(flow)
     history: list[float] = []
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -74,6 +78,12 @@ def train(flow: fi.Flow, train_values: Tensor, val: tuple[Tensor, Tensor],
         y, _ = pre(train_values, generator=gen)
         order = torch.randperm(len(y), generator=gen)
         for i in range(0, len(y), batch_size):
+            # Cosine decay to zero over the budget (epochs or minutes, whichever runs out
+            # first): the last epochs average out Adam's noise instead of bouncing at lr.
+            done = max(step / total_steps, (time.perf_counter() - start) / (60 * minutes))
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * min(done, 1.0)))
+            step += 1
             loss = -flow.log_prob(reshape(y[order[i:i + batch_size]])).mean()
             opt.zero_grad()
             loss.backward()
@@ -186,7 +196,7 @@ def markdown_table(results: dict) -> str:
 
 # ----------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None, *, out: str, epochs: int, minutes: float,
-               levels: int, steps: int, hidden_channels: int,
+               levels: int, steps: int, hidden_channels: int, lr: float = 1e-3,
                description: str | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     parser.add_argument("--out", default=out, help="folder for figures and results")
@@ -197,7 +207,7 @@ def parse_args(argv: list[str] | None = None, *, out: str, epochs: int, minutes:
     parser.add_argument("--steps-per-level", type=int, default=steps)
     parser.add_argument("--hidden-channels", type=int, default=hidden_channels)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-vector", action="store_true", help="skip the vector flows")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
