@@ -53,7 +53,7 @@ Callback = Callable[[int, dict[str, Any]], Any]
 def _as_rows(value: Any, name: str, width: int | tuple[int, ...], like: Tensor) -> Tensor:
     """``value`` as a finite ``(n, width)`` (or ``(n, *shape)``) tensor with ``like``'s dtype
     and device; ``width`` is a tuple for image flows (``event_shape == (C, H, W)``)."""
-    event = tuple(width) if isinstance(width, tuple | torch.Size) else (width,)
+    event = tuple(width) if isinstance(width, tuple) else (width,)
     want = f"(n, {', '.join(str(v) for v in event)})"
     # Casting would silently drop an imaginary part or turn booleans into 0/1 values.
     source_dtype = str(getattr(value, "dtype", ""))
@@ -108,8 +108,7 @@ def _rows_and_context(
 ) -> tuple[Tensor, Tensor | None]:
     like = flow.base_loc
     value, context = _split_pair(value, context, flow, name)
-    event = tuple(flow.event_shape)
-    x = _as_rows(value, name, event if len(event) > 1 else flow.dim, like)
+    x = _as_rows(value, name, tuple(flow.event_shape), like)
     if not flow.is_conditional:
         if context is not None:
             raise ValueError(

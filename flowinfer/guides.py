@@ -271,9 +271,10 @@ class AutoFlow(AutoContinuous):
 
     @property
     def options(self) -> dict[str, Any]:
-        """The constructor options ``flow``, ``init_scale``, ``scale`` and ``warm_start`` (what
-        ``fi.save``
-        records to rebuild the guide; the flow's own hyper-parameters travel in its config)."""
+        """The constructor options ``flow``, ``init_scale``, ``scale`` and ``warm_start``.
+
+        ``fi.save`` records them to rebuild the guide; the flow's own hyper-parameters travel
+        in its config, the Laplace buffers in the state dict."""
         return {"flow": self._flow_arg, "init_scale": self._init_scale,
                 "scale": self._scale_kind, "warm_start": self._warm_start}
 
@@ -387,7 +388,7 @@ class AutoFlow(AutoContinuous):
         chosen = max(elbos, key=elbos.get)
         self.warm_start_info = {"chosen": chosen, "elbo": elbos,
                                 "log_joint_at_mode": start.log_density,
-                                "evaluations": start.iterations, "message": start.message}
+                                "evaluations": start.evaluations, "message": start.message}
         if chosen == "mode":
             return start.loc.detach().clone(), init_scale, None
         if chosen == "laplace":

@@ -36,7 +36,7 @@ class LaplaceStart:
         scale_tril: lower-triangular ``L`` with ``L @ L.T = H^-1``, or ``None`` when the
             Hessian was skipped or unusable.
         log_density: the log density at ``loc``.
-        iterations: the optimizer's function evaluations.
+        evaluations: how many times L-BFGS evaluated the log density.
         converged: whether ``loc`` is a mode: the Newton decrement ``g^T H^-1 g`` (the log
             density a Newton step would still gain, times two) is below 1e-2, or, without a
             usable Hessian, every gradient coordinate is below 1e-3. An improper or
@@ -47,7 +47,7 @@ class LaplaceStart:
     loc: Tensor
     scale_tril: Tensor | None
     log_density: float
-    iterations: int
+    evaluations: int
     converged: bool = False
     message: str = ""
 
