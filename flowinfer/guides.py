@@ -373,8 +373,7 @@ class AutoFlow(AutoContinuous):
             # afresh on every run: a random objective that L-BFGS cannot optimise.
             return self._skip_warm_start(init, init_scale, "the model's log density is "
                                          "random at fixed latents (hidden or blocked sites)")
-        with torch.enable_grad():
-            start = laplace_start(log_joint, init, max_dim=500)
+        start = laplace_start(log_joint, init, max_dim=500)
         eye = torch.eye(self.latent_dim, dtype=init.dtype, device=init.device)
         candidates = {"init": (init, self._init_scale * eye)}
         if start.converged:

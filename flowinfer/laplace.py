@@ -52,6 +52,7 @@ class LaplaceStart:
     message: str = ""
 
 
+@torch.enable_grad()  # callers may be under no_grad (Predictive, a guide's first call)
 def find_mode(log_density: LogDensity, init: Tensor, max_iter: int = 500) -> tuple[Tensor, float,
                                                                                       int]:
     """Maximise ``log_density`` from ``init`` with L-BFGS (strong-Wolfe line search).
@@ -150,6 +151,7 @@ def gaussian_elbo(log_density: LogDensity, loc: Tensor, scale_tril: Tensor,
         return float(log_w.mean()) if bool(torch.isfinite(log_w).all()) else -math.inf
 
 
+@torch.enable_grad()
 def laplace_start(log_density: LogDensity, init: Tensor, max_iter: int = 500,
                   max_dim: int = 500) -> LaplaceStart:
     """Mode of ``log_density`` from ``init``, and the Laplace scale there.
@@ -176,9 +178,8 @@ def laplace_start(log_density: LogDensity, init: Tensor, max_iter: int = 500,
                             "the log density is not finite at the starting point")
     tril, message = (None, f"{loc.numel()} latent coordinates > max_dim={max_dim}") if (
         loc.numel() > max_dim) else inverse_hessian_tril(log_density, loc)
-    with torch.enable_grad():
-        u = loc.detach().clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(log_density(u), u)
+    u = loc.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(log_density(u), u)
     if tril is not None:
         converged = float(((tril.T @ grad) ** 2).sum()) < 1e-2
     else:

@@ -22,13 +22,8 @@ from flowinfer.diagnostics import (
 )
 from flowinfer.guides import AutoFlow
 
-
-@pytest.fixture(autouse=True)
-def _fresh_params():
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    yield
-    pyro.clear_param_store()
+# Each test starts from an empty param store and seed 0 (fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("fresh_pyro")
 
 
 X = torch.tensor([1.2, 0.4, 2.0])

@@ -25,13 +25,8 @@ from flowinfer.guides import AutoAmortizedFlow, AutoFlow, init_to_median_or_zero
 
 SMALL = {"num_layers": 2, "hidden": (16,)}
 
-
-@pytest.fixture(autouse=True)
-def _fresh_params():
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    yield
-    pyro.clear_param_store()
+# Each test starts from an empty param store and seed 0 (fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("fresh_pyro")
 
 
 X_OBS = torch.tensor([0.5, -1.0, 2.0])

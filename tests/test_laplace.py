@@ -168,3 +168,10 @@ def test_unbounded_density_has_no_mode():
     guide()
     assert guide.warm_start_info["chosen"] == "init"
     assert torch.isfinite(guide.get_posterior().sample((10,))).all()
+
+
+def test_laplace_start_works_under_no_grad():
+    # A guide's first call can happen inside torch.no_grad (Predictive): the search still runs.
+    with torch.no_grad():
+        start = laplace_start(_gaussian(torch.ones(2), torch.eye(2)), torch.zeros(2))
+    assert start.converged and torch.allclose(start.loc, torch.ones(2), atol=1e-4)

@@ -329,7 +329,7 @@ class InvertibleConv1x1(ImageBijector):
             raise ValueError(f"init must be one of {self._INITS}, got {init!r}")
         c = self.channels
         self.linear = LULinear(c, bias=False)
-        perm = torch.arange(c - 1, -1, -1)
+        perm = torch.arange(c - 1, -1, -1)  # "reversal": L = U = I, so W is P alone
         if init == "rotation":
             q = torch.linalg.qr(torch.randn(c, c, dtype=torch.float64))[0]
             p_mat, lower, upper = torch.linalg.lu(q)
