@@ -195,8 +195,25 @@ def markdown_table(results: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- main
+def per_level(text: str) -> int | tuple[int, ...]:
+    """``"4"`` -> 4 (every level), ``"4,8"`` -> (4, 8) (one per level, finest first)."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer or comma-separated integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values[0] if len(values) == 1 else values
+
+
+def describe(value: int | tuple[int, ...]) -> str:
+    return str(value) if isinstance(value, int) else "/".join(map(str, value))
+
+
 def parse_args(argv: list[str] | None = None, *, out: str, epochs: int, minutes: float,
-               levels: int, steps: int, hidden_channels: int, lr: float = 1e-3,
+               levels: int, steps: int | tuple[int, ...],
+               hidden_channels: int | tuple[int, ...], lr: float = 1e-3,
                description: str | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     parser.add_argument("--out", default=out, help="folder for figures and results")
@@ -204,8 +221,11 @@ def parse_args(argv: list[str] | None = None, *, out: str, epochs: int, minutes:
     parser.add_argument("--minutes", type=float, default=minutes,
                         help="wall-clock training cap per model, in minutes")
     parser.add_argument("--levels", type=int, default=levels)
-    parser.add_argument("--steps-per-level", type=int, default=steps)
-    parser.add_argument("--hidden-channels", type=int, default=hidden_channels)
+    parser.add_argument("--steps-per-level", type=per_level, default=steps,
+                        help="flow steps per level: one int, or one per level finest first "
+                             "(e.g. 4,8)")
+    parser.add_argument("--hidden-channels", type=per_level, default=hidden_channels,
+                        help="conditioner width: one int, or one per level (e.g. 64,128)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
     parser.add_argument("--seed", type=int, default=0)
@@ -213,9 +233,14 @@ def parse_args(argv: list[str] | None = None, *, out: str, epochs: int, minutes:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="progress bars (default: when stderr is a terminal)")
     args = parser.parse_args(argv)
-    for name in ("epochs", "levels", "steps_per_level", "hidden_channels", "batch_size"):
+    for name in ("epochs", "levels", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+    for name in ("steps_per_level", "hidden_channels"):
+        value = getattr(args, name)
+        if not isinstance(value, int) and len(value) != args.levels:
+            parser.error(f"--{name.replace('_', '-')} needs one value per level "
+                         f"(--levels {args.levels}), got {describe(value)}")
     if not args.minutes > 0 or not args.lr > 0:
         parser.error("--minutes and --lr must be positive")
     return args
@@ -253,8 +278,8 @@ def compare(values: Tensor, labels: Tensor, levels_count: int, args: argparse.Na
     glow = fi.build_flow("glow", shape=shape, levels=args.levels,
                          steps_per_level=args.steps_per_level,
                          hidden_channels=args.hidden_channels)
-    name = (f"Glow (L={args.levels}, K={args.steps_per_level}, "
-            f"{args.hidden_channels} channels)")
+    name = (f"Glow (L={args.levels}, K={describe(args.steps_per_level)}, "
+            f"{describe(args.hidden_channels)} channels)")
     log = train(glow, train_v, val, pre, lambda y: y, seed=args.seed, name="glow", **budget)
     mean, se, glow_bpd = mean_bpd(glow, y_test, ladj_test, pre, lambda y: y)
     results[name] = {"test_bpd": mean, "test_se": se, "parameters": count_parameters(glow),

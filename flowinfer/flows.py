@@ -168,8 +168,8 @@ def glow(
     log_scale_bound: float | None = None,
     shape: Sequence[int] | None = None,
     levels: int | None = None,
-    steps_per_level: int | None = None,
-    hidden_channels: int | None = None,
+    steps_per_level: int | Sequence[int] | None = None,
+    hidden_channels: int | Sequence[int] | None = None,
 ) -> list[nn.Module]:
     """Glow: ActNorm, LU-decomposed linear map, affine coupling (Kingma & Dhariwal 2018).
 
@@ -178,7 +178,8 @@ def glow(
     ``shape=(C, H, W)`` it is the multiscale image Glow of
     :func:`~flowinfer.transforms.images.glow_layers` (``levels`` scales, default 2, of
     ``steps_per_level`` steps, default 4, with convolutional conditioners of
-    ``hidden_channels``, default 64, log-scale bound 3), unconditional.
+    ``hidden_channels``, default 64, log-scale bound 3; either may be one value per level,
+    finest first), unconditional.
     """
     if shape is None:
         image_only = {"levels": levels, "steps_per_level": steps_per_level,

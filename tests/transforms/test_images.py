@@ -258,8 +258,48 @@ def test_build_flow_glow_image_and_vector():
     assert flow.sample(3, temperature=0.7).shape == (3, 1, 8, 8)
     vector = fi.build_flow("glow", dim=5, num_layers=2, hidden=(8,))
     assert vector.event_shape == (5,) and vector.sample((2,)).shape == (2, 5)
+    # Image flows default to the learnable (position-dependent) base, vectors to N(0, I);
+    # an explicit base wins, and the config records the one used.
+    assert flow.base == flow.config["base"] == "learnable"
+    assert vector.base == vector.config["base"] == "standard"
+    fixed = fi.build_flow("glow", shape=(1, 8, 8), steps_per_level=1, hidden_channels=8,
+                          base="standard")
+    assert fixed.base == fixed.config["base"] == "standard"
     kinds = [type(t).__name__ for t in glow_layers((3, 8, 8), levels=3, steps_per_level=2)]
     assert kinds.count("Squeeze") == 1 and kinds.count("MultiscaleSplit") == 1
+
+
+def test_glow_steps_and_widths_per_level(tmp_path):
+    layers = glow_layers((1, 8, 8), levels=2, steps_per_level=(1, 3), hidden_channels=(4, 8))
+    split = layers[1]
+    assert isinstance(split, MultiscaleSplit)
+    outer = [t for t in layers if isinstance(t, ChannelCoupling)]
+    inner = [t for t in split.inner if isinstance(t, ChannelCoupling)]
+    assert len(outer) == 1 and len(inner) == 3
+    assert {t.conditioner[0].out_channels for t in outer} == {4}
+    assert {t.conditioner[0].out_channels for t in inner} == {8}
+    flow = fi.build_flow("glow", shape=(1, 8, 8), levels=2, steps_per_level=[1, 2],
+                         hidden_channels=(4, 6))
+    x = rand((3, 1, 8, 8), dtype=torch.float32)
+    flow.log_prob(x)
+    path = os.path.join(tmp_path, "glow.pt")
+    fi.save(flow, path)
+    torch.testing.assert_close(fi.load(path).log_prob(x), flow.log_prob(x))
+
+
+def test_conditioners_use_channels_last_weights_with_unchanged_results():
+    flow = small_glow(dtype=torch.float32)
+    convs = [m for m in flow.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(
+        c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    x = rand((5, 1, 4, 4), dtype=torch.float32)
+    flow.log_prob(x)  # data-dependent init first, so both copies share it
+    for p in flow.parameters():  # move away from the zero-initialised identity start
+        p.data.add_(0.1 * torch.randn_like(p))
+    plain = copy.deepcopy(flow).to(memory_format=torch.contiguous_format)
+    assert all(m.weight.is_contiguous() for m in plain.modules()
+               if isinstance(m, torch.nn.Conv2d))
+    torch.testing.assert_close(plain.log_prob(x), flow.log_prob(x), atol=1e-4, rtol=1e-5)
 
 
 def test_glow_inverse_log_det_and_pyro_view():
@@ -377,6 +417,8 @@ def test_flow_with_a_shape_and_no_layers_is_its_base():
     ({"shape": (1, 8, 8), "hidden_channels": 0}, "hidden_channels"),
     ({"shape": (1, 8, 8), "levels": 0}, "levels"),
     ({"shape": (1, 8, 8), "steps_per_level": 1.5}, "steps_per_level"),
+    ({"shape": (1, 8, 8), "steps_per_level": (2, 2, 2)}, "one int per level \\(levels=2\\)"),
+    ({"shape": (1, 8, 8), "hidden_channels": (8, 0)}, "hidden_channels"),
     ({"dim": 4, "levels": 2}, "image Glow only"),
     ({"dim": 10, "shape": (1, 4, 4)}, "dim must equal"),
     ({"shape": (1, 4, 4), "context_dim": 2}, "takes no context"),
