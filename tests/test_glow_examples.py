@@ -26,6 +26,8 @@ def check_outputs(out: Path, glow_name: str) -> dict:
     results = json.loads((out / "results.json").read_text())["results"]
     assert glow_name in results
     assert all(r["test_bpd"] > 0 for r in results.values())
+    glow = results[glow_name]
+    assert glow["test_max_bpd"] >= glow["test_bpd"]
     flow = fi.load(out / "glow.pt")
     assert flow.sample(2, temperature=0.7).shape[1:] == flow.event_shape
     return results
