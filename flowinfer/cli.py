@@ -250,9 +250,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise CLIError(f"{path} holds a conditional flow (context_dim={flow.context_dim}); "
                        "sample it from Python with flow.sample(shape, context=...)")
     torch.manual_seed(args.seed)
-    samples = flow.sample((args.n,), temperature=args.temperature)
-    rows = samples.reshape(args.n, -1).double().cpu().numpy()
+    samples = flow.sample((args.n,), temperature=args.temperature).double().cpu().numpy()
     out = None if args.out in (None, "-") else Path(args.out)
+    if out is not None and out.suffix.lower() == ".npy" and samples.ndim > 2:
+        # An image flow's samples keep their (n, C, H, W) shape in NPY; text gets rows.
+        if not out.parent.is_dir():
+            raise CLIError(f"output folder does not exist: {out.parent}")
+        np.save(out, samples)
+        print(f"wrote {args.n} samples of shape {tuple(samples.shape[1:])} to {out}")
+        return 0
+    rows = samples.reshape(args.n, -1)
     _write_rows(rows, out)
     if out is not None:
         print(f"wrote {args.n} samples of dim {rows.shape[1]} to {out}")
@@ -329,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="draw samples from a saved flow",
                             description="Draw samples from a flow saved by `flowinfer fit` "
-                            "or fi.save, into a CSV or NPY file (stdout when --out is -).")
+                            "or fi.save, into a CSV or NPY file (stdout when --out is -). "
+                            "Samples of an image flow are flattened to rows in CSV and keep "
+                            "their (n, C, H, W) shape in NPY.")
     sample.add_argument("model", help="a file written by `flowinfer fit` or fi.save")
     sample.add_argument("-n", type=_positive_int, default=1000, help="number of samples")
     sample.add_argument("--out", default="-", help="a .csv or .npy file, or - for stdout")

@@ -32,6 +32,28 @@ def assert_one_line_error(code, err, *fragments):
         assert fragment in err
 
 
+def test_sample_an_image_flow_keeps_its_shape_in_npy_and_flattens_csv(capsys, tmp_path):
+    torch.manual_seed(0)
+    flow = fi.build_flow("glow", shape=(1, 4, 4), levels=1, steps_per_level=1,
+                         hidden_channels=4)
+    model = tmp_path / "glow.pt"
+    fi.save(flow, model)
+    npy, csv = tmp_path / "s.npy", tmp_path / "s.csv"
+    code, out, err = run(capsys, "sample", str(model), "-n", "3", "--out", str(npy),
+                         "--temperature", "0.7")
+    assert code == 0, err
+    assert "shape (1, 4, 4)" in out
+    images = np.load(npy)
+    assert images.shape == (3, 1, 4, 4)
+    assert run(capsys, "sample", str(model), "-n", "3", "--out", str(csv),
+               "--temperature", "0.7")[0] == 0
+    rows = np.loadtxt(csv, delimiter=",", skiprows=1)
+    assert rows.shape == (3, 16)
+    np.testing.assert_allclose(rows, images.reshape(3, 16), rtol=1e-6, atol=1e-7)
+    code, _, err = run(capsys, "sample", str(model), "--out", str(tmp_path / "no" / "s.npy"))
+    assert_one_line_error(code, err, "output folder does not exist")
+
+
 def test_help_lists_the_commands(capsys):
     code, out, _ = run(capsys, "--help")
     assert code == 0
