@@ -97,14 +97,16 @@ def _read_rows(path: Path) -> np.ndarray:
     return rows.astype(np.float64)
 
 
-def _write_rows(rows: np.ndarray, out: Path | None) -> None:
+def _write_samples(samples: np.ndarray, out: Path | None) -> None:
+    # Text gets one row per sample; NPY keeps the event shape ((n, C, H, W) for images).
+    rows = samples.reshape(len(samples), -1)
     if out is None:
         np.savetxt(sys.stdout, rows, delimiter=",", fmt="%.8g")
         return
     if not out.parent.is_dir():
         raise CLIError(f"output folder does not exist: {out.parent}")
     if out.suffix.lower() == ".npy":
-        np.save(out, rows)
+        np.save(out, samples)
     else:
         header = ",".join(f"x{i}" for i in range(rows.shape[1]))
         np.savetxt(out, rows, delimiter=",", fmt="%.8g", header=header, comments="")
@@ -252,17 +254,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     samples = flow.sample((args.n,), temperature=args.temperature).double().cpu().numpy()
     out = None if args.out in (None, "-") else Path(args.out)
-    if out is not None and out.suffix.lower() == ".npy" and samples.ndim > 2:
-        # An image flow's samples keep their (n, C, H, W) shape in NPY; text gets rows.
-        if not out.parent.is_dir():
-            raise CLIError(f"output folder does not exist: {out.parent}")
-        np.save(out, samples)
-        print(f"wrote {args.n} samples of shape {tuple(samples.shape[1:])} to {out}")
-        return 0
-    rows = samples.reshape(args.n, -1)
-    _write_rows(rows, out)
+    _write_samples(samples, out)
     if out is not None:
-        print(f"wrote {args.n} samples of dim {rows.shape[1]} to {out}")
+        size = (f"dim {samples.shape[1]}" if samples.ndim == 2
+                else f"shape {tuple(samples.shape[1:])}")
+        print(f"wrote {args.n} samples of {size} to {out}")
     return 0
 
 

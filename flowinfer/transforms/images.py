@@ -571,8 +571,8 @@ def glow_layers(
         shape: image shape ``(C, H, W)``; ``H`` and ``W`` divisible by ``2**levels``.
         levels: number of scales ``L``.
         steps_per_level: flow steps ``K`` per scale: one int for every level, or one per
-            level, finest first (e.g. ``(4, 8)``: the coarse level, which holds the
-            image's global structure and costs a quarter per step, gets more steps).
+            level, finest first (e.g. ``(4, 8)``: the coarse level, which decides the
+            image's overall shape and has a quarter of the pixels, gets more steps).
         hidden_channels: width of the coupling conditioners: one int, or one per level.
         log_scale_bound: soft bound on each coupling's and split prior's log scale.
 
