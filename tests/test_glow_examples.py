@@ -67,3 +67,20 @@ def test_glow_mnist_example_runs(tmp_path):
                        "8", "--no-progress")
     assert done.returncode == 0, done.stderr
     check_outputs(tmp_path, "Glow (L=2, K=1, 8 channels)")
+
+
+def test_glow_variants_benchmark_runs_both_coupling_variants(tmp_path):
+    try:
+        load_mnist()
+    except DataNotFoundError:
+        pytest.skip("the MNIST test images (../shared/data/mnist) are not here")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "glow_variants.py"), "--minutes", "0.03",
+         "--epochs", "1", "--steps", "1", "--hidden", "8", "--base", "standard",
+         "--coupling-scale", "one-sided", "--conditioner-actnorm", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["args"]["coupling_scale"] == "one-sided"
+    assert result["test_max_bpd"] >= result["test_median_bpd"] > 0
+    assert (tmp_path / "samples.png").is_file()
