@@ -15,11 +15,10 @@ from typing import Any
 
 from flowinfer import flows as _builtin_flows  # noqa: F401  (registers the built-in names)
 from flowinfer import transforms
+from flowinfer._version import __version__
 from flowinfer.flow import Flow
 from flowinfer.registry import available_flows, build_flow, register_flow
 from flowinfer.training import FitResult
-
-__version__ = "0.1.0"
 
 # Heavier entry points load on first use, so `import flowinfer` stays quick and ArviZ,
 # matplotlib and friends are only imported by the code paths that need them.
@@ -29,23 +28,37 @@ _LAZY = {
     "estimate_log_z": "flowinfer.reverse_kl",
     "sampler_flow": "flowinfer.reverse_kl",
     "importance_resample": "flowinfer.reverse_kl",
-    "importance_summary": "flowinfer.evidence",
+    "importance_summary": "flowinfer.inference.evidence",
     "AutoFlow": "flowinfer.guides",
     "AutoAmortizedFlow": "flowinfer.guides",
     "init_to_median_or_zero": "flowinfer.guides",
     "diagnose": "flowinfer.diagnostics",
     "to_inference_data": "flowinfer.diagnostics",
     "neutra_mcmc": "flowinfer.diagnostics",
-    "FlowPrior": "flowinfer.priors",
+    "FlowPrior": "flowinfer.vae.prior",
     "AmortizedFlowPosterior": "flowinfer.amortized",
     "iwae_bound": "flowinfer.amortized",
     "save": "flowinfer.io",
     "load": "flowinfer.io",
     "DataParallelSVI": "flowinfer.distributed",
 }
-_LAZY_MODULES = ("datasets", "targets", "plotting", "diagnostics", "guides", "io", "splines",
-                 "nn", "evidence", "fit", "reverse_kl", "priors",
-                 "amortized", "distributed")
+# Subpackages and modules reachable as attributes (``fi.datasets.make_toy``); the flat
+# module names of release 0.1 map to their deprecated shims, which warn on import.
+_LAZY_MODULES = {
+    "data": "flowinfer.data",
+    "datasets": "flowinfer.data.datasets",
+    "targets": "flowinfer.data.targets",
+    "inference": "flowinfer.inference",
+    "vae": "flowinfer.vae",
+    "plotting": "flowinfer.plotting",
+    "io": "flowinfer.io",
+    "splines": "flowinfer.splines",
+    "nn": "flowinfer.nn",
+    "checks": "flowinfer.checks",
+    **{name: f"flowinfer.{name}" for name in (
+        "diagnostics", "guides", "evidence", "fit", "reverse_kl", "priors", "amortized",
+        "distributed", "training", "laplace")},
+}
 
 __all__ = [
     "Flow",
@@ -63,7 +76,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     if name in _LAZY_MODULES:
-        return importlib.import_module(f"flowinfer.{name}")
+        return importlib.import_module(_LAZY_MODULES[name])
     raise AttributeError(f"module 'flowinfer' has no attribute {name!r}")
 
 

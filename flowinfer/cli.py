@@ -157,7 +157,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import flowinfer as fi
-    from flowinfer.datasets import make_toy, toy_entropy
+    from flowinfer.data.datasets import make_toy, toy_entropy
     from flowinfer.fit import mean_nll
 
     try:
@@ -292,7 +292,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``flowinfer`` command."""
-    from flowinfer.datasets import TOY_DATASETS
+    from flowinfer.data.datasets import TOY_DATASETS
 
     parser = _Parser(prog=PROG, description="Normalizing flows for Pyro: fit, sample, plot.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

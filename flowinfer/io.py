@@ -107,7 +107,8 @@ def _check_path(path: Any, name: str = "path") -> Path:
 def save(flow: Any, path: PathLike, *, extra: dict[str, Any] | None = None) -> Path:
     """Write ``flow`` (built by :func:`~flowinfer.registry.build_flow`) to ``path``.
 
-    A :class:`~flowinfer.priors.FlowPrior` or an :class:`~flowinfer.guides.AutoFlow` guide
+    A :class:`~flowinfer.vae.prior.FlowPrior` or an
+    :class:`~flowinfer.inference.autoflow.AutoFlow` guide
     (after its first call, when its parameters exist) can be saved too: the file then holds
     their flow as usual plus what rebuilds the wrapper (``checkpoint["object"]``), and
     :func:`load` gives the same kind of object back (a guide needs ``model=``).
@@ -415,7 +416,7 @@ def _describe_wrapper(obj: Any) -> dict[str, Any] | None:
     """What rebuilds a FlowPrior or AutoFlow around its flow; None for anything else."""
     if isinstance(obj, Flow):
         return None
-    prior_cls = _optional_class("flowinfer.priors", "FlowPrior")
+    prior_cls = _optional_class("flowinfer.vae.prior", "FlowPrior")
     if prior_cls is not None and isinstance(obj, prior_cls):
         return {"type": "FlowPrior"}
     guide_cls = _optional_class("flowinfer.guides", "AutoFlow")
@@ -445,7 +446,7 @@ def _rebuild_wrapper(wrapper: dict[str, Any], flow: Flow, path: PathLike, model:
     if kind == "FlowPrior":
         if model is not None:
             raise ValueError(f"model= was given but {path} holds a FlowPrior, not a guide")
-        prior_cls = _optional_class("flowinfer.priors", "FlowPrior")
+        prior_cls = _optional_class("flowinfer.vae.prior", "FlowPrior")
         return prior_cls(flow.dim, flow=flow).eval()
     if kind == "AutoFlow":
         if model is None or not callable(model):

@@ -367,7 +367,7 @@ def plot_target_vs_flow(
 
     Args:
         log_density_fn: ``f(x) -> (m,)`` log density up to a constant, or an object with a
-            ``log_prob`` method (a :mod:`flowinfer.targets` target, another flow).
+            ``log_prob`` method (a :mod:`flowinfer.data.targets` target, another flow).
         flow: a 2-D flow.
         bounds: ``((xmin, xmax), (ymin, ymax))`` of the grid.
         resolution: grid points per axis.

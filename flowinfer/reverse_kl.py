@@ -10,7 +10,7 @@ sampling with ``q`` as proposal (:func:`estimate_log_z`), which also reports the
 sample size and the PSIS k-hat that say how far ``q`` can be trusted.
 
 The target may be a batched log density ``f(x) -> (n,)``, an object with ``log_prob`` and
-``dim`` (a :mod:`flowinfer.targets` target, even another flow), or a Pyro model, whose
+``dim`` (a :mod:`flowinfer.data.targets` target, even another flow), or a Pyro model, whose
 posterior is fitted in the unconstrained space through the potential energy Pyro defines for
 HMC (:class:`PyroModelTarget`; :func:`constrained_samples` maps flow samples back per site).
 
@@ -47,8 +47,8 @@ from pyro import poutine
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from flowinfer.evidence import ImportanceSummary, importance_summary
 from flowinfer.flow import Flow
+from flowinfer.inference.evidence import ImportanceSummary, importance_summary
 from flowinfer.registry import build_flow
 from flowinfer.training import (
     BestState,
@@ -752,7 +752,7 @@ def fit_reverse_kl(
     Args:
         flow: the flow to fit (unconditional; trained in place).
         target: a batched log density ``f(x) -> (n,)`` for ``x`` of shape ``(n, dim)``; an
-            object with ``log_prob`` and ``dim`` (e.g. :mod:`flowinfer.targets`); a
+            object with ``log_prob`` and ``dim`` (e.g. :mod:`flowinfer.data.targets`); a
             :class:`PyroModelTarget`; or a Pyro model (recognised when ``model_args`` or
             ``model_kwargs`` are given, or when it runs without arguments and has latent
             sites), fitted in its unconstrained space.
@@ -961,7 +961,7 @@ def estimate_log_z(
         seed: seed for ``torch.manual_seed`` first (None: leave the RNG alone).
 
     Returns:
-        :class:`~flowinfer.evidence.ImportanceSummary` (``log_z``, ``log_z_se``, ``ess``,
+        :class:`~flowinfer.inference.evidence.ImportanceSummary` (``log_z``, ``log_z_se``, ``ess``,
         ``ess_fraction``, ``khat``, ``num_samples``).
 
     Example:

@@ -1,0 +1,191 @@
+"""Laplace start for flow guides: MAP point and inverse-Hessian factor of a log density.
+
+``AutoFlow`` (``warm_start="laplace"``) uses these to start from the Laplace approximation
+``N(u*, H^-1)`` of the posterior over the unconstrained latent vector, where ``u*`` maximises
+the log joint (Jacobian of ``biject_to`` included) and ``H`` is the negative Hessian there.
+The guide then learns in the coordinates whitened by that Gaussian, so every learnable
+parameter is in posterior-standard-deviation units: on a narrow posterior far from the prior
+(a regression with thousands of rows) Adam's step of about ``lr`` per iteration is then a
+step of ``lr`` posterior sds, not ``lr`` raw units.
+
+The functions here take a plain callable ``log_density(u) -> scalar`` on a 1-D tensor and know
+nothing about Pyro, so they can be tested on closed-form densities.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["LaplaceStart", "find_mode", "inverse_hessian_tril", "gaussian_elbo",
+           "laplace_start"]
+
+LogDensity = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class LaplaceStart:
+    """The outcome of :func:`laplace_start`.
+
+    Attributes:
+        loc: the mode found (the starting point if no finite improvement was found).
+        scale_tril: lower-triangular ``L`` with ``L @ L.T = H^-1``, or ``None`` when the
+            Hessian was skipped or unusable.
+        log_density: the log density at ``loc``.
+        evaluations: how many times L-BFGS evaluated the log density.
+        converged: whether ``loc`` is a mode: the Newton decrement ``g^T H^-1 g`` (the log
+            density a Newton step would still gain, times two) is below 1e-2, or, without a
+            usable Hessian, every gradient coordinate is below 1e-3. An improper or
+            unbounded density (no mode) fails this.
+        message: why ``scale_tril`` is ``None`` or the search did not converge.
+    """
+
+    loc: Tensor
+    scale_tril: Tensor | None
+    log_density: float
+    evaluations: int
+    converged: bool = False
+    message: str = ""
+
+
+@torch.enable_grad()  # callers may be under no_grad (Predictive, a guide's first call)
+def find_mode(log_density: LogDensity, init: Tensor, max_iter: int = 500) -> tuple[Tensor, float,
+                                                                                      int]:
+    """Maximise ``log_density`` from ``init`` with L-BFGS (strong-Wolfe line search).
+
+    Non-finite values are treated as ``-inf`` so the line search backs off from them, and the
+    best finite point seen is returned, so a model that overflows far from its mode cannot
+    leave the start worse than ``init``.
+
+    Returns:
+        ``(mode, log_density(mode), number of evaluations)``.
+
+    Example:
+        >>> mode, value, _ = find_mode(lambda u: -((u - 3.0) ** 2).sum(), torch.zeros(2))
+        >>> torch.allclose(mode, torch.full((2,), 3.0), atol=1e-4)
+        True
+
+    References:
+        Liu & Nocedal (1989), "On the limited memory BFGS method for large scale
+        optimization".
+    """
+    u = init.detach().clone().requires_grad_(True)
+    best = {"u": init.detach().clone(), "value": -math.inf, "evals": 0}
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        best["evals"] += 1
+        value = log_density(u)
+        if not bool(torch.isfinite(value)):
+            u.grad = torch.zeros_like(u)
+            return torch.tensor(math.inf, dtype=u.dtype)
+        loss = -value
+        loss.backward()
+        if not bool(torch.isfinite(u.grad).all()):
+            u.grad = torch.zeros_like(u)
+            return torch.tensor(math.inf, dtype=u.dtype)
+        if float(value.detach()) > best["value"]:
+            best["u"], best["value"] = u.detach().clone(), float(value.detach())
+        return loss.detach()
+
+    optimizer = torch.optim.LBFGS([u], lr=1.0, max_iter=max_iter, max_eval=2 * max_iter,
+                                  history_size=20, line_search_fn="strong_wolfe",
+                                  tolerance_grad=1e-9, tolerance_change=1e-12)
+    optimizer.step(closure)
+    return best["u"], best["value"], best["evals"]
+
+
+def inverse_hessian_tril(log_density: LogDensity, point: Tensor) -> tuple[Tensor | None, str]:
+    """Cholesky factor of the inverse of ``H = -Hessian(log_density)(point)``.
+
+    Returns ``(L, "")`` with ``L @ L.T = H^-1`` when ``H`` is symmetric positive definite and
+    finite, else ``(None, reason)``: a saddle point or a flat direction (e.g. an unidentified
+    parameter) has no Laplace approximation.
+
+    Example:
+        >>> prec = torch.tensor([[2.0, 0.5], [0.5, 1.0]])
+        >>> L, _ = inverse_hessian_tril(lambda u: -0.5 * u @ prec @ u, torch.zeros(2))
+        >>> torch.allclose(L @ L.T, torch.linalg.inv(prec), atol=1e-5)
+        True
+    """
+    point = point.detach()
+    hessian = torch.autograd.functional.hessian(lambda u: -log_density(u), point)
+    hessian = 0.5 * (hessian + hessian.T)
+    if not bool(torch.isfinite(hessian).all()):
+        return None, "the Hessian at the mode is not finite"
+    chol, info = torch.linalg.cholesky_ex(hessian)
+    if int(info) != 0:
+        return None, "the Hessian at the mode is not positive definite (saddle or flat)"
+    # H = C C^T  =>  H^-1 = C^-T C^-1; its Cholesky factor is the one of cholesky_inverse(C).
+    cov = torch.cholesky_inverse(chol)
+    tril, info = torch.linalg.cholesky_ex(0.5 * (cov + cov.T))
+    if int(info) != 0 or not bool(torch.isfinite(tril).all()):
+        return None, "the inverse Hessian is numerically singular"
+    return tril, ""
+
+
+def gaussian_elbo(log_density: LogDensity, loc: Tensor, scale_tril: Tensor,
+                  eps: Tensor) -> float:
+    """Monte Carlo ELBO of ``N(loc, L L^T)`` against ``log_density``, on given draws ``eps``.
+
+    Passing the same standard-normal ``eps`` for two Gaussians compares them with common
+    random numbers. A non-finite log density at any draw gives ``-inf``.
+
+    Example:
+        >>> normal = torch.distributions.Normal(0.0, 1.0)
+        >>> eps = torch.randn(64, 1)
+        >>> elbo = gaussian_elbo(lambda u: normal.log_prob(u).sum(), torch.zeros(1),
+        ...                      torch.eye(1), eps)   # q is the target itself: log Z = 0
+        >>> round(elbo, 5) + 0.0
+        0.0
+    """
+    with torch.no_grad():
+        u = loc + eps @ scale_tril.T
+        log_q = torch.distributions.MultivariateNormal(loc, scale_tril=scale_tril).log_prob(u)
+        log_p = torch.stack([log_density(row) for row in u])
+        log_w = log_p - log_q
+        return float(log_w.mean()) if bool(torch.isfinite(log_w).all()) else -math.inf
+
+
+@torch.enable_grad()
+def laplace_start(log_density: LogDensity, init: Tensor, max_iter: int = 500,
+                  max_dim: int = 500) -> LaplaceStart:
+    """Mode of ``log_density`` from ``init``, and the Laplace scale there.
+
+    Args:
+        log_density: ``u -> scalar`` on 1-D tensors shaped like ``init``.
+        init: the starting point.
+        max_iter: L-BFGS iterations.
+        max_dim: above this size the Hessian (one backward pass per coordinate) is skipped.
+
+    Example:
+        >>> prec = torch.tensor([[2.0, 0.5], [0.5, 1.0]])
+        >>> start = laplace_start(lambda u: -0.5 * (u - 1) @ prec @ (u - 1), torch.zeros(2))
+        >>> torch.allclose(start.loc, torch.ones(2), atol=1e-4)
+        True
+
+    References:
+        MacKay (2003), "Information Theory, Inference, and Learning Algorithms", ch. 27
+        (Laplace's method).
+    """
+    loc, value, evals = find_mode(log_density, init, max_iter=max_iter)
+    if not math.isfinite(value):
+        return LaplaceStart(init.detach(), None, value, evals, False,
+                            "the log density is not finite at the starting point")
+    tril, message = (None, f"{loc.numel()} latent coordinates > max_dim={max_dim}") if (
+        loc.numel() > max_dim) else inverse_hessian_tril(log_density, loc)
+    u = loc.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(log_density(u), u)
+    if tril is not None:
+        converged = float(((tril.T @ grad) ** 2).sum()) < 1e-2
+    else:
+        converged = bool(grad.abs().max() < 1e-3)
+    if not converged:
+        message = (message + "; " if message else "") + (
+            "the mode search did not converge (an improper or unbounded density?)")
+        tril = None
+    return LaplaceStart(loc, tril, value, evals, converged, message)
