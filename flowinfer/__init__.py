@@ -41,6 +41,13 @@ _LAZY = {
     "save": "flowinfer.io",
     "load": "flowinfer.io",
     "DataParallelSVI": "flowinfer.distributed",
+    # neural posterior estimation (issue 15)
+    "NPE": "flowinfer.npe.estimator",
+    "Simulations": "flowinfer.npe.simulate",
+    "simulate": "flowinfer.npe.simulate",
+    "sbc": "flowinfer.npe.calibration",
+    "expected_coverage": "flowinfer.npe.calibration",
+    "posterior_predictive_check": "flowinfer.npe.calibration",
 }
 # Subpackages and modules reachable as attributes (``fi.datasets.make_toy``); the flat
 # module names of release 0.1 map to their deprecated shims, which warn on import.
@@ -49,6 +56,7 @@ _LAZY_MODULES = {
     "datasets": "flowinfer.data.datasets",
     "targets": "flowinfer.data.targets",
     "inference": "flowinfer.inference",
+    "npe": "flowinfer.npe",
     "vae": "flowinfer.vae",
     "plotting": "flowinfer.plotting",
     "io": "flowinfer.io",

@@ -139,6 +139,8 @@ def save(flow: Any, path: PathLike, *, extra: dict[str, Any] | None = None) -> P
         >>> torch.allclose(load(path).log_prob(x), flow.log_prob(x))
         True
     """
+    if _has_own_checkpoint(flow):
+        return _save_own_checkpoint(flow, path)
     wrapper = _describe_wrapper(flow)
     if wrapper is not None:
         flow = flow.flow
@@ -392,6 +394,9 @@ def load(
         torch.Size([5, 3])
     """
     checkpoint = load_checkpoint(path, map_location)
+    own = checkpoint.get("object")
+    if isinstance(own, dict) and own.get("type") == _OWN:
+        return _load_own_checkpoint(own, path, model, model_args, model_kwargs)
     flow = from_checkpoint(checkpoint, path)
     wrapper = checkpoint.get("object")
     if wrapper is None:
@@ -617,3 +622,60 @@ def _from_plain_keep_lists(state: dict[str, Any]) -> dict[str, Any]:
     groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()}
               for g in state["param_groups"]]
     return {"state": state["state"], "param_groups": groups}
+
+
+# ------------------------------------------------------------------------------ to_checkpoint
+# Objects that describe themselves (``obj.to_checkpoint()`` -> dict of tensors and plain
+# values, ``cls.from_checkpoint(ckpt, model, ...)``), e.g. ``flowinfer.npe.NPE``. The file is
+# an ordinary checkpoint of the object's ``flow`` plus ``"object"``: {"type": "to_checkpoint",
+# "class": "module:QualName", "checkpoint": {...}}. Only flowinfer classes are rebuilt.
+_OWN = "to_checkpoint"
+
+
+def _has_own_checkpoint(obj: Any) -> bool:
+    return not isinstance(obj, Flow) and callable(getattr(obj, "to_checkpoint", None))
+
+
+def _save_own_checkpoint(obj: Any, path: PathLike) -> Path:
+    path = _check_path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot save to {path}: folder {folder} does not exist")
+    flow = getattr(obj, "flow", None)
+    if not isinstance(flow, Flow) or flow.config is None:
+        raise TypeError(f"{type(obj).__name__}.to_checkpoint objects need a .flow built by "
+                        "build_flow")
+    cls = type(obj)
+    checkpoint = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "flowinfer_version": _flowinfer_version(),
+        "torch_version": str(torch.__version__),
+        "config": _to_plain(dict(flow.config), "flow.config", allow_tensors=False),
+        "state_dict": {k: v.detach() for k, v in flow.state_dict().items()},
+        "extra": {},
+        "object": {"type": _OWN, "class": f"{cls.__module__}:{cls.__qualname__}",
+                   "checkpoint": _to_plain(obj.to_checkpoint(), "to_checkpoint()",
+                                           allow_tensors=True)},
+    }
+    _atomic_torch_save(checkpoint, path, folder)
+    return path
+
+
+def _load_own_checkpoint(own: dict[str, Any], path: PathLike, model: Any, model_args: tuple,
+                         model_kwargs: dict[str, Any] | None) -> Any:
+    import importlib
+
+    module, _, name = str(own.get("class", "")).partition(":")
+    if not module.startswith("flowinfer."):
+        raise ValueError(f"{path}: saved object class {own.get('class')!r} is not a flowinfer "
+                         "class; refusing to import it")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"{path}: saved object class {own.get('class')!r} is not available "
+                         "in this flowinfer; upgrade flowinfer") from None
+    if model is None:
+        raise ValueError(f"{path} holds a {name}: pass model=<the Pyro model> to fi.load")
+    return cls.from_checkpoint(own["checkpoint"], model, model_args=model_args,
+                               model_kwargs=model_kwargs)

@@ -1,0 +1,1 @@
+"""Neural posterior estimation: amortized posteriors of Pyro simulators (see docs/npe.md)."""

@@ -1,0 +1,495 @@
+"""``NPE``: an amortized posterior ``q(theta | x)`` of a Pyro model, learned from simulations.
+
+The model is used as it is: a plain run draws the latents from the prior and the observed
+sites from the simulator. NPE simulates pairs, maps each latent site to unconstrained space
+(``biject_to`` of its support), z-scores both sides, and trains a conditional flow
+``q(z | embedding(x))`` by maximum likelihood (:class:`~flowinfer.npe.loss.NPELoss` in the
+generic loop :func:`flowinfer.train.fit`). Draws are mapped back through the bijections, so
+they never leave a bounded prior; densities include every Jacobian.
+
+Example:
+    >>> import torch, pyro, pyro.distributions as dist, flowinfer as fi
+    >>> def model():
+    ...     theta = pyro.sample("theta", dist.Uniform(-1.0, 1.0))
+    ...     pyro.sample("x", dist.Normal(theta, 0.1))
+    >>> npe = fi.NPE(model, observed="x", flow_options={"num_layers": 1, "hidden": (16,)})
+    >>> _ = npe.fit(num_simulations=300, seed=0, epochs=3, progress=False)
+    >>> draws = npe.sample(1000, x=torch.tensor(0.95))
+    >>> draws["theta"].shape, bool(draws["theta"].abs().max() <= 1.0)
+    (torch.Size([1000]), True)
+
+References:
+    Papamakarios & Murray (2016), "Fast epsilon-free inference of simulation models with
+    Bayesian conditional density estimation", NeurIPS. Greenberg, Nonnenmacher, Macke
+    (2019), "Automatic posterior transformation for likelihood-free inference", ICML.
+    Deistler et al. (2022), "Truncated proposals for scalable and hassle-free
+    simulation-based inference", NeurIPS.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from flowinfer.checks import check_choice, check_int, check_number
+from flowinfer.npe.embeddings import EMBEDDINGS, build_embedding, check_embedding
+from flowinfer.npe.loss import NPELoss
+from flowinfer.npe.simulate import Simulations, make_spec, simulate
+from flowinfer.npe.sites import inspect_model
+from flowinfer.npe.standardize import Standardizer
+from flowinfer.registry import build_flow, get_flow_spec
+
+__all__ = ["NPE", "DEFAULT_FLOW", "DEFAULT_TRAINING"]
+
+#: The posterior flow's defaults (see docs/npe.md for the measurements behind them).
+DEFAULT_FLOW = {"name": "nsf", "num_layers": 5, "hidden": (64, 64), "bins": 8}
+#: Training defaults; ``batch_size=None`` means ``clamp(N // 20, 32, 256)`` for N pairs.
+DEFAULT_TRAINING = {"epochs": 1000, "batch_size": None, "lr": 1e-3, "val_fraction": 0.1,
+                    "patience": 20, "schedule": "plateau", "clip_grad": 5.0}
+_CONSTANT = ("error", "keep")
+
+
+def _auto_batch(n: int) -> int:
+    return int(min(256, max(32, n // 20)))
+
+
+class NPE:
+    """Neural posterior estimation for a Pyro model whose plain run simulates everything.
+
+    Args:
+        model: the Pyro model; ``model(*model_args, **model_kwargs)`` samples every site.
+        observed: the data site's name, or a list of names; every other sample site that
+            the model does not observe itself is a latent.
+        model_args, model_kwargs: the model's arguments (fixed for all simulations).
+        flow: a registered flow name (default ``"nsf"``, coupling neural spline flow).
+        flow_options: hyper-parameters of the flow (default ``num_layers=5, hidden=(64, 64),
+            bins=8``).
+        embedding: ``"mlp"`` (default), ``"deepset"`` (i.i.d. trials), ``"conv"`` or
+            ``"gru"`` (time series), ``"identity"``, or any ``nn.Module`` mapping
+            ``(batch, *data_shape)`` to ``(batch, k)``. With several observed sites the
+            data are flattened and concatenated first.
+        embedding_options: keyword arguments of the named embedding.
+        constant_data: ``"error"`` (default) raises when a data column is the same in every
+            simulation; ``"keep"`` leaves such columns unscaled.
+
+    Raises:
+        TypeError / ValueError: before any simulation, for a model without latent sites, an
+            observed name that is not a sample site, discrete latent sites, an unknown flow
+            or embedding, or an embedding whose output is not ``(batch, k)``.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        observed: str | list[str],
+        *,
+        model_args: tuple = (),
+        model_kwargs: dict | None = None,
+        flow: str = "nsf",
+        flow_options: dict | None = None,
+        embedding: str | nn.Module = "mlp",
+        embedding_options: dict | None = None,
+        constant_data: str = "error",
+    ) -> None:
+        if not isinstance(model_args, tuple):
+            raise TypeError(f"model_args must be a tuple, got {type(model_args).__name__}")
+        if model_kwargs is not None and not isinstance(model_kwargs, dict):
+            raise TypeError(f"model_kwargs must be a dict, got {type(model_kwargs).__name__}")
+        self.model, self.model_args = model, model_args
+        self.model_kwargs = dict(model_kwargs or {})
+        self.constant_data = check_choice(constant_data, "constant_data", _CONSTANT)
+        self.info = inspect_model(model, observed, model_args, self.model_kwargs)
+        self.observed = list(self.info.observed_names)
+        names = self.info.observed_names
+        self.data_shape = (tuple(self.info.observed_shapes[names[0]]) if len(names) == 1
+                           else (self.info.data_dim,))
+        if isinstance(embedding, str):
+            check_choice(embedding, "embedding", EMBEDDINGS)
+            self.embedding_kind: str | None = embedding
+            self.embedding_options = dict(embedding_options or {})
+            self.embedding = build_embedding(embedding, self.data_shape,
+                                             **self.embedding_options)
+        else:
+            if embedding_options:
+                raise ValueError("embedding_options apply to a named embedding only")
+            self.embedding_kind, self.embedding_options = None, {}
+            self.embedding = embedding
+        context_dim = check_embedding(self.embedding, self.data_shape)
+        if not isinstance(flow, str):
+            raise TypeError(f"flow must be a registered flow name, got {type(flow).__name__}")
+        spec = get_flow_spec(flow)
+        if not spec.supports_context or not spec.has_inverse:
+            raise ValueError(f"flow {flow!r} cannot be an NPE posterior: it needs a context "
+                             "and an analytic inverse (e.g. 'nsf', 'maf', 'realnvp', 'nsf-ar')")
+        options = dict(flow_options or {})
+        if flow == DEFAULT_FLOW["name"]:
+            options = {**{k: v for k, v in DEFAULT_FLOW.items() if k != "name"}, **options}
+        self.flow = build_flow(flow, dim=self.info.latent_dim, context_dim=context_dim,
+                               **options)
+        self.theta_standardizer: Standardizer | None = None
+        self.x_standardizer: Standardizer | None = None
+        self.simulations: Simulations | None = None
+        self.results: list[Any] = []
+        self.timings: dict[str, float] = {"simulation": 0.0, "training": 0.0}
+        self._spec = None
+
+    # ------------------------------------------------------------------ data
+    def _pack_x(self, observed: dict[str, Tensor]) -> Tensor:
+        names = self.info.observed_names
+        if len(names) == 1:
+            x = observed[names[0]]
+        else:
+            n = observed[names[0]].shape[0]
+            x = torch.cat([observed[k].reshape(n, -1) for k in names], dim=-1)
+        return x.to(torch.get_default_dtype())
+
+    def _pool(self) -> tuple[int, ...]:
+        pool = tuple(getattr(self.embedding, "pool", ()))
+        return pool if len(self.data_shape) > max(pool, default=-1) else ()
+
+    def _training_tensors(self, sims: Simulations) -> tuple[Tensor, Tensor]:
+        u = self.info.to_unconstrained(sims.latents).to(torch.get_default_dtype())
+        x = self._pack_x(sims.observed)
+        if self.theta_standardizer is None:
+            self.theta_standardizer = Standardizer.fit(u, name="latent (unconstrained)")
+            self.x_standardizer = Standardizer.fit(x, name=f"data ({', '.join(self.observed)})",
+                                                   pool=self._pool(),
+                                                   constant=self.constant_data)
+        return self.theta_standardizer(u), self.x_standardizer(x)
+
+    def _spec_for_simulation(self, vectorize: bool | None):
+        if self._spec is None or (vectorize is not None and
+                                  vectorize != (self._spec.layouts is not None)):
+            self._spec = make_spec(self.model, self.info, self.model_args, self.model_kwargs,
+                                   vectorize)
+        return self._spec
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        num_simulations: int | None = None,
+        *,
+        simulations: Simulations | dict[str, Tensor] | None = None,
+        rounds: int = 1,
+        observation: Any = None,
+        seed: int | None = None,
+        num_workers: int = 0,
+        executor: Any = None,
+        simulation_file: Any = None,
+        chunk_size: int | None = None,
+        vectorize: bool | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        val_fraction: float | None = None,
+        patience: int | None = None,
+        progress: bool | None = None,
+    ) -> Any:
+        """Simulate (unless ``simulations`` are given), then train the posterior flow.
+
+        Args:
+            num_simulations: the simulation budget (over all rounds), a positive integer.
+            simulations: pairs the user already has: a :class:`Simulations` or a dict
+                ``{site: (N, *shape)}`` holding every latent and observed site. With
+                ``num_simulations`` as well, that many more are simulated and added.
+            rounds: 1 for amortized NPE; more for truncated sequential NPE focused on
+                ``observation`` (see :mod:`flowinfer.npe.sequential`).
+            observation: the data to focus on (required when ``rounds > 1``).
+            seed: seeds the simulations and the training (None: from torch's generator).
+            num_workers, executor, simulation_file, chunk_size, vectorize: simulation
+                options (see :func:`flowinfer.npe.simulate.simulate`).
+            epochs, batch_size, lr, val_fraction, patience: training options (None: the
+                defaults in ``DEFAULT_TRAINING``).
+            progress: progress bars (None: only on a terminal).
+
+        Returns:
+            The training loop's ``FitResult`` of the last round (all rounds are in
+            ``npe.results``).
+
+        Raises:
+            TypeError / ValueError: a budget that is not a positive integer, no budget and
+                no simulations, ``rounds > 1`` without a (well-shaped) observation; all
+                before any simulation.
+        """
+        if num_simulations is None and simulations is None:
+            raise ValueError("give num_simulations (a positive integer) or simulations=")
+        if num_simulations is not None:
+            num_simulations = check_int(num_simulations, "num_simulations")
+        rounds = check_int(rounds, "rounds")
+        x_obs = None
+        if rounds > 1:
+            if observation is None:
+                raise ValueError("rounds > 1 (sequential NPE) needs observation=<the data>")
+            if num_simulations is None or num_simulations < 2 * rounds:
+                raise ValueError(f"rounds={rounds} needs num_simulations >= {2 * rounds}, got "
+                                 f"{num_simulations}")
+            x_obs = self.info.check_observation(observation, "observation")
+        elif observation is not None:
+            raise ValueError("observation= is used by sequential rounds only (rounds > 1)")
+        train = self._training_options(epochs, batch_size, lr, val_fraction, patience)
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        seed = check_int(seed, "seed", lowest=0)
+        given = self._given_simulations(simulations)
+        sim_options = {"seed": seed, "num_workers": num_workers, "executor": executor,
+                       "chunk_size": chunk_size, "progress": progress}
+        per_round = self._round_budgets(num_simulations, rounds)
+        sims = given
+        if per_round and per_round[0] > 0:
+            start = time.perf_counter()
+            new = simulate(self.model, self.observed, per_round[0],
+                           model_args=self.model_args, model_kwargs=self.model_kwargs,
+                           path=simulation_file, info=self.info,
+                           spec=self._spec_for_simulation(vectorize), **sim_options)
+            self.timings["simulation"] += time.perf_counter() - start
+            sims = new if sims is None else sims.extend(new)
+        self.simulations = sims
+        result = self._train(sims, train, seed, progress)
+        for r in range(1, rounds):
+            from flowinfer.npe.sequential import truncated_prior_draws
+
+            start = time.perf_counter()
+            proposal = truncated_prior_draws(self, x_obs, per_round[r], seed=seed + r)
+            new = simulate(self.model, self.observed, per_round[r], latents=proposal,
+                           model_args=self.model_args, model_kwargs=self.model_kwargs,
+                           info=self.info, spec=self._spec, **{**sim_options, "seed": seed + r})
+            self.timings["simulation"] += time.perf_counter() - start
+            sims = sims.extend(new)
+            self.simulations = sims
+            result = self._train(sims, train, seed + r, progress)
+        return result
+
+    @staticmethod
+    def _round_budgets(total: int | None, rounds: int) -> list[int]:
+        if total is None:
+            return []
+        base = total // rounds
+        return [total - base * (rounds - 1)] + [base] * (rounds - 1)
+
+    def _given_simulations(self, simulations: Any) -> Simulations | None:
+        if simulations is None:
+            return None
+        if isinstance(simulations, dict):
+            simulations = Simulations(
+                {k: simulations[k] for k in self.info.latent_names if k in simulations},
+                {k: simulations[k] for k in self.info.observed_names if k in simulations})
+        if not isinstance(simulations, Simulations):
+            raise TypeError(f"simulations must be a Simulations or a dict {{site: tensor}}, "
+                            f"got {type(simulations).__name__}")
+        simulations.check_against(self.info)
+        return simulations
+
+    def _training_options(self, epochs, batch_size, lr, val_fraction, patience) -> dict:
+        d = DEFAULT_TRAINING
+        return {
+            "epochs": check_int(d["epochs"] if epochs is None else epochs, "epochs"),
+            "batch_size": check_int(batch_size, "batch_size", allow_none=True),
+            "lr": check_number(d["lr"] if lr is None else lr, "lr", low=0.0, low_open=True),
+            "val_fraction": check_number(d["val_fraction"] if val_fraction is None
+                                         else val_fraction, "val_fraction", low=0.0,
+                                         high=1.0, high_open=True),
+            "patience": check_int(d["patience"] if patience is None else patience,
+                                  "patience"),
+        }
+
+    def _train(self, sims: Simulations, train: dict, seed: int, progress: bool | None):
+        from flowinfer.train import fit
+
+        z, x = self._training_tensors(sims)
+        batch = train["batch_size"] or _auto_batch(z.shape[0])
+        self.flow.train()
+        self.embedding.train()
+        start = time.perf_counter()
+        result = fit(NPELoss(self.flow, self.embedding), [self.flow, self.embedding],
+                     data=(z, x), val_fraction=train["val_fraction"], epochs=train["epochs"],
+                     batch_size=batch, lr=train["lr"], schedule=DEFAULT_TRAINING["schedule"],
+                     clip_grad=DEFAULT_TRAINING["clip_grad"], patience=train["patience"],
+                     seed=seed, progress_bar=progress, desc="NPE")
+        self.timings["training"] += time.perf_counter() - start
+        self.flow.eval()
+        self.embedding.eval()
+        self.results.append(result)
+        return result
+
+    # ------------------------------------------------------------------ posterior
+    def _check_fitted(self) -> None:
+        if self.theta_standardizer is None:
+            raise RuntimeError("this NPE is not trained yet: call npe.fit(...) first")
+
+    def _context(self, x: Any) -> Tensor:
+        observed = self.info.check_observation(x)
+        packed = self._pack_x({k: v[None] for k, v in observed.items()})
+        with torch.no_grad():
+            return self.embedding(self.x_standardizer(packed))[0]
+
+    @torch.no_grad()
+    def sample_unconstrained(self, num_samples: int, x: Any) -> Tensor:
+        """``(num_samples, latent_dim)`` draws of the unconstrained latents given ``x``."""
+        self._check_fitted()
+        num_samples = check_int(num_samples, "num_samples")
+        context = self._context(x)
+        parts, left = [], num_samples
+        while left > 0:
+            n = min(left, 100_000)
+            parts.append(self.flow.sample((n,), context=context))
+            left -= n
+        return self.theta_standardizer.inverse(torch.cat(parts))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, x: Any) -> dict[str, Tensor]:
+        """``{latent site: (num_samples, *shape)}`` posterior draws given data ``x``.
+
+        ``x`` is a tensor shaped like the observed site (or ``{site: tensor}`` for several).
+        Draws are in the constrained space, inside each site's support by construction.
+        """
+        u = self.sample_unconstrained(num_samples, x)
+        return self.info.to_constrained(u)[0]
+
+    def log_prob_unconstrained(self, u: Tensor, x: Any) -> Tensor:
+        """``log q(u | x)`` of unconstrained latents ``(..., latent_dim)``."""
+        self._check_fitted()
+        context = self._context(x)
+        z = self.theta_standardizer(u)
+        lq = self.flow.log_prob(z, context.expand(*z.shape[:-1], context.shape[-1]))
+        return lq + self.theta_standardizer.log_abs_det()
+
+    def log_prob(self, values: dict[str, Tensor], x: Any) -> Tensor:
+        """The estimated posterior log density of ``values`` (constrained space) given ``x``.
+
+        Args:
+            values: ``{latent site: (*batch, *site_shape)}`` for every latent site.
+            x: the data, as for :meth:`sample`.
+
+        Returns:
+            ``(*batch,)`` log densities with respect to the constrained latents (the
+            Jacobian of the map to unconstrained space included); ``-inf`` outside the
+            prior's support.
+        """
+        self._check_fitted()
+        if not isinstance(values, dict):
+            raise TypeError(f"values must be a dict {{site: tensor}}, got "
+                            f"{type(values).__name__}")
+        missing = [k for k in self.info.latent_names if k not in values]
+        if missing:
+            raise ValueError(f"values lack latent site(s) {missing}")
+        first = self.info.latent_names[0]
+        v0 = torch.as_tensor(values[first])
+        batch = v0.shape[:v0.dim() - len(self.info.latent_shapes[first])]
+        flat = {}
+        for name in self.info.latent_names:
+            v = torch.as_tensor(values[name], dtype=torch.get_default_dtype())
+            shape = self.info.latent_shapes[name]
+            if tuple(v.shape[v.dim() - len(shape):]) != tuple(shape) or v.shape[
+                    :v.dim() - len(shape)] != batch:
+                raise ValueError(f"values[{name!r}] has shape {tuple(v.shape)}; expected "
+                                 f"{tuple(batch)} + {tuple(shape)}")
+            flat[name] = v.reshape(-1, *shape)
+        inside = self.info.in_support(flat)
+        safe = {k: torch.where(inside.reshape(-1, *[1] * (v.dim() - 1)), v,
+                               self.info.transforms[k](torch.zeros(
+                                   self.info.unconstrained_shapes[k])).expand_as(v))
+                for k, v in flat.items()}
+        u = self.info.to_unconstrained(safe)
+        _, ladj = self.info.to_constrained(u)
+        lp = self.log_prob_unconstrained(u, x) - ladj
+        lp = torch.where(inside, lp, torch.full_like(lp, -math.inf))
+        return lp.reshape(batch)
+
+    def to_inference_data(self, x: Any, num_samples: int = 4000):
+        """Posterior draws for data ``x`` as an ``arviz.InferenceData`` (one chain).
+
+        Groups: ``posterior`` (each latent site, its shape kept), ``sample_stats``
+        (``log_q``, the estimated log density of each draw) and ``observed_data``.
+        """
+        import arviz as az
+
+        u = self.sample_unconstrained(num_samples, x)
+        draws, _ = self.info.to_constrained(u)
+        with torch.no_grad():
+            log_q = self.log_prob(draws, x)
+        observed = self.info.check_observation(x)
+        return az.from_dict(
+            posterior={k: v.cpu().numpy()[None] for k, v in draws.items()},
+            sample_stats={"log_q": log_q.cpu().numpy()[None]},
+            observed_data={k: v.cpu().numpy() for k, v in observed.items()},
+            attrs={"inference_library": "pyro + flowinfer", "method": "NPE",
+                   "num_simulations": 0 if self.simulations is None else len(self.simulations)},
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def to_checkpoint(self) -> dict[str, Any]:
+        """Everything but the model, as tensors and plain values (for ``fi.save``)."""
+        self._check_fitted()
+        if self.embedding_kind is None:
+            embedding = {"kind": None, "options": {}}
+        else:
+            embedding = {"kind": self.embedding_kind, "options": dict(self.embedding_options)}
+        return {
+            "type": "NPE",
+            "observed": list(self.observed),
+            "latent_names": list(self.info.latent_names),
+            "flow_config": dict(self.flow.config),
+            "flow_state": {k: v.detach() for k, v in self.flow.state_dict().items()},
+            "embedding": embedding,
+            "embedding_state": {k: v.detach() for k, v in self.embedding.state_dict().items()},
+            "theta_standardizer": {k: v.detach() for k, v in
+                                   self.theta_standardizer.state_dict().items()},
+            "x_standardizer": {k: v.detach() for k, v in
+                               self.x_standardizer.state_dict().items()},
+            "constant_data": self.constant_data,
+            "num_simulations": 0 if self.simulations is None else len(self.simulations),
+        }
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any], model: Callable, *,
+                        model_args: tuple = (), model_kwargs: dict | None = None,
+                        embedding: nn.Module | None = None) -> NPE:
+        """Rebuild a trained NPE around ``model`` from :meth:`to_checkpoint`'s dictionary.
+
+        Args:
+            checkpoint: the dictionary.
+            model: the same Pyro model (a file cannot hold it).
+            model_args, model_kwargs: its arguments.
+            embedding: the embedding module, when it was a custom ``nn.Module`` (its saved
+                parameters are loaded into it).
+        """
+        if not isinstance(checkpoint, dict) or checkpoint.get("type") != "NPE":
+            raise ValueError("not an NPE checkpoint (expected a dict with type 'NPE')")
+        config = checkpoint["flow_config"]
+        saved_embedding = checkpoint["embedding"]
+        if saved_embedding["kind"] is None and embedding is None:
+            raise ValueError("this NPE was trained with a custom embedding module: pass "
+                             "embedding=<a module of the same class> to load it")
+        hyper = config["hyper"]
+        hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()}
+        npe = cls(model, checkpoint["observed"], model_args=model_args,
+                  model_kwargs=model_kwargs, flow=config["name"], flow_options=hyper,
+                  embedding=embedding if embedding is not None else saved_embedding["kind"],
+                  embedding_options=None if embedding is not None
+                  else saved_embedding["options"],
+                  constant_data=checkpoint.get("constant_data", "error"))
+        if list(checkpoint["latent_names"]) != npe.info.latent_names:
+            raise ValueError(f"the checkpoint's latent sites {checkpoint['latent_names']} are "
+                             f"not this model's {npe.info.latent_names}")
+        try:
+            npe.flow.load_state_dict(checkpoint["flow_state"])
+            npe.embedding.load_state_dict(checkpoint["embedding_state"])
+        except RuntimeError as err:
+            raise ValueError(f"the saved NPE does not fit this model: "
+                             f"{' '.join(str(err).split())}") from None
+        ts, xs = checkpoint["theta_standardizer"], checkpoint["x_standardizer"]
+        npe.theta_standardizer = Standardizer(ts["mean"], ts["std"])
+        npe.x_standardizer = Standardizer(xs["mean"], xs["std"])
+        npe.flow.eval()
+        npe.embedding.eval()
+        return npe
+
+    def __repr__(self) -> str:
+        state = "trained" if self.theta_standardizer is not None else "untrained"
+        return (f"NPE(latents={self.info.latent_names}, observed={self.observed}, "
+                f"flow={self.flow.config['name']!r}, {state})")

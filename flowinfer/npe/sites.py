@@ -1,0 +1,243 @@
+"""What NPE needs to know about a Pyro model's sites, found from one plain run.
+
+The model is traced once (``model(*args, **kwargs)`` samples every site). Its sample sites
+split into the *observed* ones (named by the user) and the *latent* ones (all others that the
+model does not already observe). Each latent site gets the bijection ``biject_to(support)``
+from unconstrained space, so the flow can model unconstrained coordinates and its draws never
+leave the prior's support.
+
+Example:
+    >>> import pyro, pyro.distributions as dist
+    >>> def model():
+    ...     s = pyro.sample("s", dist.HalfNormal(1.0))
+    ...     pyro.sample("x", dist.Normal(0.0, s).expand([3]).to_event(1))
+    >>> info = inspect_model(model, "x")
+    >>> info.latent_names, info.observed_names, info.latent_dim
+    (['s'], ['x'], 1)
+    >>> info.observed_shapes["x"]
+    torch.Size([3])
+
+References:
+    Bingham et al. (2019), "Pyro: Deep Universal Probabilistic Programming", JMLR
+    (``biject_to`` and the effect handlers used here).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import Tensor
+from torch.distributions import biject_to
+
+__all__ = ["ModelInfo", "inspect_model", "check_observed_names"]
+
+
+def check_observed_names(observed: Any) -> list[str]:
+    """``observed`` as a non-empty list of site names (a string is one name)."""
+    if isinstance(observed, str):
+        names = [observed]
+    elif isinstance(observed, Sequence) and not isinstance(observed, bytes):
+        names = list(observed)
+    else:
+        raise TypeError(f"observed must be a site name or a list of site names, got "
+                        f"{type(observed).__name__} {observed!r}")
+    if not names:
+        raise ValueError("observed must name at least one sample site, got an empty list")
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"observed must hold site names (str), got {type(name).__name__} "
+                            f"{name!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"observed names a site twice: {names}")
+    return names
+
+
+@dataclass
+class ModelInfo:
+    """The latent and observed sites of a model, with shapes, supports and bijections.
+
+    Attributes:
+        latent_names: latent sample sites, in the model's order.
+        observed_names: the observed sites, in the order the user gave.
+        latent_shapes: each latent site's value shape in a plain run.
+        observed_shapes: each observed site's value shape in a plain run.
+        supports: each latent site's support (a ``torch.distributions`` constraint).
+        transforms: ``biject_to(support)`` of each latent site (unconstrained -> support).
+        unconstrained_shapes: each latent site's shape in unconstrained space.
+        particle_dim: the dimension a particle plate would use to vectorise the model
+            (left of every batch dimension of every site).
+    """
+
+    latent_names: list[str]
+    observed_names: list[str]
+    latent_shapes: dict[str, torch.Size]
+    observed_shapes: dict[str, torch.Size]
+    supports: dict[str, Any]
+    transforms: dict[str, Any]
+    unconstrained_shapes: dict[str, torch.Size]
+    particle_dim: int
+    observed_dtypes: dict[str, torch.dtype] = field(default_factory=dict)
+
+    @property
+    def latent_dim(self) -> int:
+        """Total number of unconstrained latent coordinates (the flow's dimension)."""
+        return sum(math.prod(s) for s in self.unconstrained_shapes.values())
+
+    @property
+    def data_dim(self) -> int:
+        """Total number of observed coordinates."""
+        return sum(math.prod(s) for s in self.observed_shapes.values())
+
+    # ------------------------------------------------------------ packing
+    def to_unconstrained(self, latents: dict[str, Tensor]) -> Tensor:
+        """Constrained values ``{site: (N, *shape)}`` -> one ``(N, latent_dim)`` tensor."""
+        parts = []
+        for name in self.latent_names:
+            value = latents[name]
+            n = value.shape[0]
+            u = self.transforms[name].inv(value)
+            parts.append(u.reshape(n, -1))
+        return torch.cat(parts, dim=-1)
+
+    def to_constrained(self, u: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """``(N, latent_dim)`` -> (``{site: (N, *shape)}``, log|d theta / d u| of shape (N,))."""
+        out, ladj, start = {}, torch.zeros(u.shape[:-1], dtype=u.dtype, device=u.device), 0
+        for name in self.latent_names:
+            ushape = self.unconstrained_shapes[name]
+            size = math.prod(ushape)
+            piece = u[..., start:start + size].reshape(*u.shape[:-1], *ushape)
+            start += size
+            t = self.transforms[name]
+            value = t(piece)
+            term = t.log_abs_det_jacobian(piece, value)
+            # Elementwise transforms give one term per coordinate: sum the site's event.
+            extra = term.dim() - (u.dim() - 1)
+            if extra > 0:
+                term = term.reshape(*u.shape[:-1], -1).sum(-1)
+            ladj = ladj + term
+            out[name] = value
+        return out, ladj
+
+    def in_support(self, latents: dict[str, Tensor]) -> Tensor:
+        """Boolean ``(N,)``: whether every coordinate of each draw lies in its site's support."""
+        ok = None
+        for name in self.latent_names:
+            value = latents[name]
+            check = self.supports[name].check(value)
+            check = check.reshape(value.shape[0], -1).all(-1)
+            ok = check if ok is None else ok & check
+        return ok
+
+    def check_observation(self, x: Any, name: str = "x") -> dict[str, Tensor]:
+        """``x`` (a tensor for one observed site, or ``{site: tensor}``) with shapes checked."""
+        if isinstance(x, dict):
+            given = dict(x)
+        elif len(self.observed_names) == 1:
+            given = {self.observed_names[0]: x}
+        else:
+            raise TypeError(f"{name} must be a dict {{site: tensor}} for the observed sites "
+                            f"{self.observed_names}, got {type(x).__name__}")
+        missing = [k for k in self.observed_names if k not in given]
+        unknown = [k for k in given if k not in self.observed_names]
+        if missing or unknown:
+            raise ValueError(f"{name} must give exactly the observed sites "
+                             f"{self.observed_names}; missing {missing}, unknown {unknown}")
+        out = {}
+        for site in self.observed_names:
+            value = given[site]
+            if not isinstance(value, Tensor):
+                try:
+                    value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+                except (TypeError, ValueError, RuntimeError):
+                    raise TypeError(f"{name}[{site!r}] must be a tensor, got "
+                                    f"{type(value).__name__}") from None
+            want = self.observed_shapes[site]
+            if value.shape != want:
+                raise ValueError(
+                    f"the observation of site {site!r} has shape {tuple(value.shape)}, but "
+                    f"the model's site {site!r} has shape {tuple(want)}"
+                )
+            if not torch.isfinite(value.to(torch.float64)).all():
+                raise ValueError(f"the observation of site {site!r} holds NaN or inf values")
+            out[site] = value.to(torch.get_default_dtype())
+        return out
+
+
+def _is_discrete(fn: Any) -> bool:
+    return bool(getattr(fn.support, "is_discrete", False))
+
+
+def inspect_model(model: Callable, observed: Any, args: tuple = (),
+                  kwargs: dict | None = None) -> ModelInfo:
+    """Trace ``model`` once and describe its latent and observed sites.
+
+    Raises:
+        TypeError: ``model`` is not callable, ``observed`` is not a name or list of names.
+        ValueError: an observed name is not a sample site of the model (or is one the model
+            observes itself), the model has no latent site, a latent site is discrete, or a
+            latent distribution cannot be sampled (``ImproperUniform``).
+        RuntimeError: the model raised on its plain run (the message says so).
+    """
+    if not callable(model):
+        raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
+    names = check_observed_names(observed)
+    kwargs = kwargs or {}
+    try:
+        trace = poutine.trace(model).get_trace(*args, **kwargs)
+    except NotImplementedError as err:
+        raise ValueError(
+            f"the model could not be run plainly ({err}); NPE simulates from the prior, so "
+            "every latent site needs a proper prior that can be sampled (not ImproperUniform)"
+        ) from None
+    except Exception as err:
+        raise RuntimeError(f"the model raised when run once to find its sites: "
+                           f"{type(err).__name__}: {err}") from err
+    sample_sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample"}
+    free = [n for n, s in sample_sites.items() if not s["is_observed"]]
+    fixed = [n for n, s in sample_sites.items() if s["is_observed"]]
+    for name in names:
+        if name in fixed:
+            raise ValueError(f"observed site {name!r} is already observed inside the model "
+                             "(obs=...); NPE must simulate it: sample it with obs=None")
+        if name not in sample_sites:
+            raise ValueError(f"observed site {name!r} is not a sample site of the model; its "
+                             f"sample sites are {free}")
+    latents = [n for n in free if n not in names]
+    if not latents:
+        raise ValueError(f"the model has no latent sample site besides the observed {names}: "
+                         "there is nothing to infer")
+    discrete = [n for n in latents if _is_discrete(sample_sites[n]["fn"])]
+    if discrete:
+        raise ValueError(
+            f"NPE handles continuous latent sites only, but {discrete} are discrete (support "
+            f"{sample_sites[discrete[0]]['fn'].support}); marginalise them inside the model or "
+            "make them observed"
+        )
+    improper = [n for n in latents if isinstance(sample_sites[n]["fn"], dist.ImproperUniform)]
+    if improper:
+        raise ValueError(f"latent site(s) {improper} have a flat ImproperUniform prior; NPE "
+                         "needs a proper prior to simulate from")
+    supports, transforms, ushapes = {}, {}, {}
+    for n in latents:
+        fn = sample_sites[n]["fn"]
+        supports[n] = fn.support
+        transforms[n] = biject_to(fn.support)
+        ushapes[n] = torch.Size(transforms[n].inverse_shape(sample_sites[n]["value"].shape))
+    depth = max(len(s["fn"].batch_shape) for s in sample_sites.values())
+    return ModelInfo(
+        latent_names=latents,
+        observed_names=names,
+        latent_shapes={n: sample_sites[n]["value"].shape for n in latents},
+        observed_shapes={n: sample_sites[n]["value"].shape for n in names},
+        supports=supports,
+        transforms=transforms,
+        unconstrained_shapes=ushapes,
+        particle_dim=-(depth + 1),
+        observed_dtypes={n: sample_sites[n]["value"].dtype for n in names},
+    )
