@@ -187,13 +187,14 @@ def _draws(npe, x, n=10_000):
     return theta, seconds, float(1.0 - inside.double().mean())
 
 
-def run_npe(task, budget, observations, seed, out, sbc_budget, quick):
+def run_npe(task, budget, observations, seed, out, sbc_budget, quick, variant):
     model, _ = TASKS[task]
     torch.manual_seed(seed)
-    npe = fi.NPE(model, observed="x", constant_data="keep")
+    npe = fi.NPE(model, observed="x", constant_data="keep", **variant["npe"])
     npe.fit(num_simulations=budget, seed=seed, progress=False,
-            **({"epochs": 3} if quick else {}))
+            **({"epochs": 3} if quick else {}), **variant["fit"])
     result = {"task": task, "method": "NPE", "budget": budget, "seed": seed,
+              "variant": variant["name"],
               "simulation_s": npe.timings["simulation"], "training_s": npe.timings["training"],
               "epochs": len(npe.results[-1].history["train_loss"]),
               "vectorized": npe.simulations.vectorized,
@@ -218,16 +219,17 @@ def run_npe(task, budget, observations, seed, out, sbc_budget, quick):
     _finish(result, out)
 
 
-def run_snpe(task, budget, observations, seed, out, rounds, quick):
+def run_snpe(task, budget, observations, seed, out, rounds, quick, variant):
     model, _ = TASKS[task]
     result = {"task": task, "method": "SNPE", "budget": budget, "seed": seed,
+              "variant": variant["name"],
               "rounds": rounds, "per_observation": []}
     for k in observations:
         x, reference = load_observation(task, k)
         torch.manual_seed(seed)
-        npe = fi.NPE(model, observed="x", constant_data="keep")
+        npe = fi.NPE(model, observed="x", constant_data="keep", **variant["npe"])
         npe.fit(num_simulations=budget, rounds=rounds, observation=x, seed=seed,
-                progress=False, **({"epochs": 3} if quick else {}))
+                progress=False, **({"epochs": 3} if quick else {}), **variant["fit"])
         theta, seconds, leak = _draws(npe, x, 1000 if quick else 10_000)
         score = c2st(theta, reference[:1000] if quick else reference)
         result["per_observation"].append({
@@ -253,8 +255,9 @@ def _published(task, method, budget):
 def write_report(out: Path) -> str:
     with open(out / "results.jsonl") as f:
         rows = [json.loads(line) for line in f]
-    lines = ["| task | method | sims | obs | C2ST ours | C2ST sbi | sim s | train s | "
-             "sample s/obs | leakage | SBC |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | method | variant | sims | obs | C2ST ours | C2ST sbi | sim s | train s | "
+             "sample s/obs | leakage | SBC |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         obs = [o["observation"] for o in r["per_observation"]]
         pub = _published(r["task"], r["method"], r["budget"])
@@ -264,7 +267,8 @@ def write_report(out: Path) -> str:
         sample = np.mean([o["sampling_s"] for o in per])
         leak = max(o["leakage"] for o in per)
         sbc = r.get("sbc", {}).get("verdict", "").split(":")[0] or "-"
-        lines.append(f"| {r['task']} | {r['method']} | {r['budget']} | {_ranges(obs)} | "
+        lines.append(f"| {r['task']} | {r['method']} | {r.get('variant', 'default')} | "
+                     f"{r['budget']} | {_ranges(obs)} | "
                      f"{r['c2st_mean']:.3f} | {pub if pub is not None else '-'} | {sim:.1f} | "
                      f"{train:.1f} | {sample:.2f} | {leak:g} | {sbc} |")
     table = "\n".join(lines)
@@ -313,6 +317,25 @@ def _parse_observations(text: str) -> list[int]:
     return out
 
 
+def _variant(args) -> dict:
+    """Non-default NPE options from the command line (for the measurements of the defaults)."""
+    npe, fit = {}, {}
+    if args.flow:
+        npe["flow"] = args.flow
+    options = json.loads(args.flow_options)
+    if options:
+        npe["flow_options"] = {k: tuple(v) if isinstance(v, list) else v
+                               for k, v in options.items()}
+    if args.embedding:
+        npe["embedding"] = args.embedding
+    if args.batch_size:
+        fit["batch_size"] = args.batch_size
+    if args.lr:
+        fit["lr"] = args.lr
+    name = ",".join(f"{k}={v}" for k, v in {**npe, **fit}.items()) or "default"
+    return {"npe": npe, "fit": fit, "name": name}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
@@ -326,6 +349,11 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="out/sbi")
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny budgets")
+    parser.add_argument("--flow", default=None, help="flow name (default: NPE's)")
+    parser.add_argument("--flow-options", default="{}", help='JSON, e.g. {"num_layers": 8}')
+    parser.add_argument("--embedding", default=None, help="embedding name (default: NPE's)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         print(f"sbibm data not found at {DATA}; nothing to do")
@@ -339,11 +367,14 @@ def main(argv=None) -> None:
         args.sequential = [400] if args.sequential is not None and args.sequential else []
         args.sbc_budget, args.rounds = 500, 2
     print(f"flowinfer {fi.__version__}, torch threads {torch.get_num_threads()}", flush=True)
+    variant = _variant(args)
     for task in args.tasks:
         for budget in args.budgets:
-            run_npe(task, budget, observations, args.seed, out, args.sbc_budget, args.quick)
+            run_npe(task, budget, observations, args.seed, out, args.sbc_budget, args.quick,
+                    variant)
         for budget in args.sequential:
-            run_snpe(task, budget, observations, args.seed, out, args.rounds, args.quick)
+            run_snpe(task, budget, observations, args.seed, out, args.rounds, args.quick,
+                     variant)
     print(write_report(out))
 
 

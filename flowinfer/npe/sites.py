@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
@@ -36,6 +37,8 @@ from torch import Tensor
 from torch.distributions import biject_to
 
 __all__ = ["ModelInfo", "inspect_model", "check_observed_names"]
+
+_ATTEMPTS = 10
 
 
 def check_observed_names(observed: Any) -> list[str]:
@@ -188,16 +191,26 @@ def inspect_model(model: Callable, observed: Any, args: tuple = (),
         raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
     names = check_observed_names(observed)
     kwargs = kwargs or {}
-    try:
-        trace = poutine.trace(model).get_trace(*args, **kwargs)
-    except NotImplementedError as err:
-        raise ValueError(
-            f"the model could not be run plainly ({err}); NPE simulates from the prior, so "
-            "every latent site needs a proper prior that can be sampled (not ImproperUniform)"
-        ) from None
-    except Exception as err:
-        raise RuntimeError(f"the model raised when run once to find its sites: "
-                           f"{type(err).__name__}: {err}") from err
+    # A simulator may raise on some parameter draws: try a few plain runs before giving up.
+    for attempt in range(_ATTEMPTS):
+        try:
+            # Validation off, as in the simulations: a NaN draw is not the model's fault.
+            # fork_rng: finding the sites must not move the caller's random stream.
+            with pyro.validation_enabled(False), torch.random.fork_rng():
+                trace = poutine.trace(model).get_trace(*args, **kwargs)
+            break
+        except NotImplementedError as err:
+            raise ValueError(
+                f"the model could not be run plainly ({err}); NPE simulates from the prior, "
+                "so every latent site needs a proper prior that can be sampled (not "
+                "ImproperUniform)"
+            ) from None
+        except Exception as err:
+            if attempt == _ATTEMPTS - 1:
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise RuntimeError(f"the model raised on each of {_ATTEMPTS} plain runs made "
+                                   f"to find its sites: {type(err).__name__}: {first}"
+                                   ) from err
     sample_sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample"}
     free = [n for n, s in sample_sites.items() if not s["is_observed"]]
     fixed = [n for n, s in sample_sites.items() if s["is_observed"]]
