@@ -24,10 +24,10 @@ from flowinfer.train.state import FitResult
 # matplotlib and friends are only imported by the code paths that need them.
 _LAZY = {
     "fit_density": "flowinfer.train.density",
-    "fit_reverse_kl": "flowinfer.reverse_kl",
-    "estimate_log_z": "flowinfer.reverse_kl",
-    "sampler_flow": "flowinfer.reverse_kl",
-    "importance_resample": "flowinfer.reverse_kl",
+    "fit_reverse_kl": "flowinfer.reverse.fit",
+    "estimate_log_z": "flowinfer.reverse.log_z",
+    "sampler_flow": "flowinfer.reverse.sampler",
+    "importance_resample": "flowinfer.reverse.log_z",
     "importance_summary": "flowinfer.inference.evidence",
     "AutoFlow": "flowinfer.guides",
     "AutoAmortizedFlow": "flowinfer.guides",
@@ -56,6 +56,7 @@ _LAZY_MODULES = {
     "nn": "flowinfer.nn",
     "checks": "flowinfer.checks",
     "train": "flowinfer.train",
+    "reverse": "flowinfer.reverse",
     **{name: f"flowinfer.{name}" for name in (
         "diagnostics", "guides", "evidence", "fit", "reverse_kl", "priors", "amortized",
         "distributed", "training", "laplace")},

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.distributions import biject_to
 
 from flowinfer.flow import Flow
+from flowinfer.inference.potential import ModelPotential
 from flowinfer.inference.sites import (
     _SCALES,
     _WARM_START_DRAWS,
@@ -254,25 +255,15 @@ class AutoFlow(AutoContinuous):
         """
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
+        return self._potential(args, kwargs).log_prob
 
-        def log_joint(u: Tensor) -> Tensor:
-            trace, log_det = self._conditioned_trace(u, args, kwargs)
-            return trace.log_prob_sum() + log_det
-
-        return log_joint
+    def _potential(self, args: tuple, kwargs: dict) -> ModelPotential:
+        """The model's potential over this guide's packed latent vector."""
+        return ModelPotential.from_trace(self.model, self.prototype_trace, args, kwargs)
 
     def _conditioned_trace(self, u: Tensor, args: tuple, kwargs: dict) -> tuple[Any, Tensor]:
         """The model's trace at the packed unconstrained ``u``, and ``log|dz/du|``."""
-        values, log_det = {}, u.new_zeros(())
-        for site, u_site in self._unpack_latent(u):
-            transform = biject_to(site["fn"].support)
-            value = transform(u_site)
-            values[site["name"]] = value
-            log_det = log_det + transform.log_abs_det_jacobian(u_site, value).sum()
-        with poutine.block():
-            trace = poutine.trace(poutine.condition(self.model, data=values)).get_trace(
-                *args, **kwargs)
-        return trace, log_det
+        return self._potential(args, kwargs).conditioned_trace(u)
 
     def _laplace_warm_start(self, args: tuple, kwargs: dict, init: Tensor
                             ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
