@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from flowinfer.nn import MLP, check_hidden, check_positive_int
+from flowinfer.checks import check_int
+from flowinfer.nn import MLP, check_hidden
 from flowinfer.transforms.base import Bijector, ConditionalBijector
 from flowinfer.transforms.elements import make_element
 
@@ -68,8 +69,8 @@ class Coupling(Bijector):
         bound: float = 5.0,
         log_scale_bound: float = 5.0,
     ) -> None:
-        check_positive_int(dim, "dim")
-        check_positive_int(context_dim, "context_dim", allow_zero=True)
+        check_int(dim, "dim")
+        check_int(context_dim, "context_dim", 0)
         super().__init__(dim, context_dim)
         mask = default_mask(dim) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
         if mask.shape != (dim,):
@@ -134,16 +135,12 @@ class Coupling(Bijector):
             return torch.cat([b, a], dim=-1)
         return torch.cat([a, b], dim=-1).index_select(-1, self.restore_idx)
 
-    def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x, context = self._check_input(x, context, "x")
+    def _call_and_ladj(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         x_a, x_b, params = self._split(x, context)
         y_b, ladj = self.element(x_b, params)
         return self._join(x_a, y_b), ladj.sum(-1)
 
-    def inverse_and_ladj(
-        self, y: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        y, context = self._check_input(y, context, "y")
+    def _inverse_and_ladj(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         y_a, y_b, params = self._split(y, context)
         x_b, ladj = self.element.inverse(y_b, params)
         return self._join(y_a, x_b), ladj.sum(-1)
@@ -192,7 +189,7 @@ def conditional_affine_coupling(
         >>> layer.condition(torch.randn(3))(torch.zeros(5, 2)).shape
         torch.Size([5, 2])
     """
-    check_positive_int(context_dim, "context_dim")
+    check_int(context_dim, "context_dim")
     return ConditionalBijector(affine_coupling(dim, hidden, context_dim=context_dim, **kwargs))
 
 
@@ -206,5 +203,5 @@ def conditional_spline_coupling(
         >>> layer.condition(torch.randn(3))(torch.zeros(5, 2)).shape
         torch.Size([5, 2])
     """
-    check_positive_int(context_dim, "context_dim")
+    check_int(context_dim, "context_dim")
     return ConditionalBijector(spline_coupling(dim, hidden, context_dim=context_dim, **kwargs))
