@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from pyro import poutine
 
+from flowinfer.checks import check_int
 from flowinfer.inference.arviz import _to_numpy
 from flowinfer.inference.importance import (
     _check_callables,
-    _check_positive_int,
     _is_deterministic,
     _max_plate_nesting,
     _single_traces,
@@ -80,9 +80,9 @@ def neutra_mcmc(
             "guide must be an AutoContinuous guide such as fi.AutoFlow (NeuTraReparam needs "
             f"its transform), got {type(guide).__name__}"
         )
-    _check_positive_int(num_samples, "num_samples")
-    _check_positive_int(warmup, "warmup", 0)
-    _check_positive_int(num_chains, "num_chains")
+    check_int(num_samples, "num_samples")
+    check_int(warmup, "warmup", 0)
+    check_int(num_chains, "num_chains")
     if guide.prototype_trace is None:
         raise ValueError("the guide has not been run yet: fit it with SVI before neutra_mcmc")
     show = sys.stderr.isatty() if progress is None else bool(progress)
