@@ -16,7 +16,12 @@ from torch import Tensor
 from flowinfer.checks import check_choice, check_int
 from flowinfer.nn import MaskedMLP, check_hidden
 from flowinfer.transforms.base import Bijector, ConditionalBijector
-from flowinfer.transforms.elements import make_element
+from flowinfer.transforms.elements import (
+    AffineElement,
+    SplineElement,
+    element_name,
+    make_element,
+)
 
 __all__ = [
     "Autoregressive",
@@ -37,7 +42,8 @@ class Autoregressive(Bijector):
 
     Args:
         dim: event size.
-        element: ``"affine"`` or ``"spline"``.
+        element: ``"affine"`` or ``"spline"``, or an element object (``AffineElement``,
+            ``SplineElement``) carrying its own settings.
         direction: ``"maf"`` (one-pass ``log_prob``) or ``"iaf"`` (one-pass sampling).
         hidden: MADE hidden sizes.
         context_dim: size of an optional context vector.
@@ -61,7 +67,7 @@ class Autoregressive(Bijector):
     def __init__(
         self,
         dim: int,
-        element: str = "affine",
+        element: str | AffineElement | SplineElement = "affine",
         direction: str = "maf",
         hidden: Sequence[int] = (64, 64),
         context_dim: int = 0,
@@ -80,7 +86,7 @@ class Autoregressive(Bijector):
         self.element = make_element(
             element, bins=bins, bound=bound, log_scale_bound=log_scale_bound
         )
-        self.element_name = element
+        self.element_name = element_name(self.element)
         self.made = MaskedMLP(
             dim,
             self.element.num_params,

@@ -14,7 +14,12 @@ from torch import Tensor
 from flowinfer.checks import check_int
 from flowinfer.nn import MLP, check_hidden
 from flowinfer.transforms.base import Bijector, ConditionalBijector
-from flowinfer.transforms.elements import make_element
+from flowinfer.transforms.elements import (
+    AffineElement,
+    SplineElement,
+    element_name,
+    make_element,
+)
 
 __all__ = [
     "Coupling",
@@ -39,12 +44,14 @@ class Coupling(Bijector):
         dim: event size.
         mask: boolean tensor of shape ``(dim,)``; True marks the conditioning part ``A``.
             Default: the first ``dim // 2`` dimensions.
-        element: ``"affine"`` (RealNVP) or ``"spline"`` (rational-quadratic, NSF).
+        element: ``"affine"`` (RealNVP) or ``"spline"`` (rational-quadratic, NSF), or an
+            element object (``AffineElement(log_scale_bound)``, ``SplineElement(bins,
+            bound)``), which then carries its own settings.
         hidden: conditioner hidden sizes.
         context_dim: size of an optional context vector fed to the conditioner.
-        bins: spline bins (spline element only).
-        bound: spline interval ``[-bound, bound]``; identity outside (spline only).
-        log_scale_bound: soft bound on the per-layer log scale (affine only).
+        bins: spline bins (spline element by name only).
+        bound: spline interval ``[-bound, bound]``; identity outside (spline by name only).
+        log_scale_bound: soft bound on the per-layer log scale (affine by name only).
 
     Example:
         >>> layer = Coupling(4, element="spline")
@@ -52,6 +59,9 @@ class Coupling(Bijector):
         >>> y, ladj = layer.call_and_ladj(x)
         >>> torch.allclose(y, x), ladj.shape
         (True, torch.Size([10]))
+        >>> from flowinfer.transforms import SplineElement
+        >>> Coupling(4, element=SplineElement(bins=4, bound=3.0)).element.bound
+        3.0
 
     References:
         Dinh et al. (2017), "Density estimation using Real NVP", ICLR.
@@ -62,7 +72,7 @@ class Coupling(Bijector):
         self,
         dim: int,
         mask: Tensor | Sequence[bool] | None = None,
-        element: str = "affine",
+        element: str | AffineElement | SplineElement = "affine",
         hidden: Sequence[int] = (64, 64),
         context_dim: int = 0,
         bins: int = 8,
@@ -93,7 +103,7 @@ class Coupling(Bijector):
         self.element = make_element(
             element, bins=bins, bound=bound, log_scale_bound=log_scale_bound
         )
-        self.element_name = element
+        self.element_name = element_name(self.element)
         n_out = transform_idx.numel()
         self.conditioner = MLP(
             identity_idx.numel() + context_dim,

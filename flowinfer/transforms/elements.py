@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from flowinfer.checks import check_choice, check_int, check_number
 from flowinfer.splines import rational_quadratic_spline_from_params, spline_params_per_dim
 
-__all__ = ["AffineElement", "SplineElement", "make_element"]
+__all__ = ["AffineElement", "SplineElement", "element_name", "make_element"]
 
 
 class AffineElement(nn.Module):
@@ -80,10 +80,29 @@ class SplineElement(nn.Module):
 
 
 def make_element(
-    element: str, *, bins: int = 8, bound: float = 5.0, log_scale_bound: float = 5.0
+    element: str | AffineElement | SplineElement, *, bins: int = 8, bound: float = 5.0,
+    log_scale_bound: float = 5.0,
 ) -> AffineElement | SplineElement:
-    """Build an element transform by name: ``"affine"`` or ``"spline"``."""
+    """The element transform ``element`` names (``"affine"`` or ``"spline"``, built with the
+    given settings), or ``element`` itself when it is already an element object.
+
+    Example:
+        >>> make_element("spline", bins=4).bins
+        4
+        >>> make_element(AffineElement(log_scale_bound=2.0)).log_scale_bound
+        2.0
+    """
+    if isinstance(element, AffineElement | SplineElement):
+        return element
+    if not isinstance(element, str):
+        raise TypeError(f"element must be 'affine', 'spline' or an element object "
+                        f"(AffineElement, SplineElement), got {type(element).__name__}")
     check_choice(element, "element", ("affine", "spline"))
     if element == "affine":
         return AffineElement(log_scale_bound)
     return SplineElement(bins, bound)
+
+
+def element_name(element: AffineElement | SplineElement) -> str:
+    """``"affine"`` or ``"spline"``: the short name of an element object."""
+    return "affine" if isinstance(element, AffineElement) else "spline"

@@ -45,3 +45,12 @@ def test_input_checks_in_both_directions(direction):
         layer.call_and_ladj(torch.zeros(3))
     with pytest.raises(ValueError, match=r"y must have shape \(\.\.\., 3\)"):
         layer.inverse_and_ladj(torch.zeros(2), torch.zeros(2))
+
+
+def test_element_as_an_object():
+    from flowinfer.transforms import AffineElement
+
+    layer = Autoregressive(3, element=AffineElement(log_scale_bound=1.0), direction="iaf")
+    assert layer.element_name == "affine" and layer.element.log_scale_bound == 1.0
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(layer.inverse_and_ladj(layer(x))[0], x)

@@ -69,3 +69,23 @@ def test_scattered_mask_matches_the_block_fast_path():
     y_scat, l_scat = scattered.call_and_ladj(x[:, [0, 2, 1, 3]])
     torch.testing.assert_close(y_scat[:, [0, 2, 1, 3]], y_block)
     torch.testing.assert_close(l_scat, l_block)
+
+
+def test_element_as_an_object_equals_the_element_by_name():
+    from flowinfer.transforms import SplineElement
+
+    torch.manual_seed(0)
+    by_name = Coupling(3, element="spline", bins=4, bound=3.0).double()
+    torch.manual_seed(0)
+    by_object = Coupling(3, element=SplineElement(bins=4, bound=3.0)).double()
+    assert by_object.element_name == "spline" and by_object.element.bound == 3.0
+    with torch.no_grad():
+        for a, b in zip(by_name.parameters(), by_object.parameters(), strict=True):
+            a.normal_()
+            b.copy_(a)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    (y1, l1), (y2, l2) = by_name.call_and_ladj(x), by_object.call_and_ladj(x)
+    torch.testing.assert_close(y2, y1)
+    torch.testing.assert_close(l2, l1)
+    with pytest.raises(TypeError, match="element must be 'affine', 'spline' or an element"):
+        Coupling(3, element=3)
