@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pyro import poutine
@@ -20,6 +20,9 @@ from flowinfer.inference.importance import (
     _single_traces,
 )
 
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import arviz as az
+
 __all__ = ['neutra_mcmc']
 
 
@@ -27,7 +30,7 @@ def neutra_mcmc(
     model: Callable, guide: Any, *args: Any, num_samples: int = 1000, warmup: int = 500,
     num_chains: int = 2, progress: bool | None = None, nuts_kwargs: dict | None = None,
     **kwargs: Any
-):
+) -> az.InferenceData:
     """NUTS in the flow-preconditioned space of a fitted ``AutoFlow`` (NeuTra HMC).
 
     Runs Pyro's ``NeuTraReparam``: the model is rewritten in terms of the guide's base

@@ -38,6 +38,12 @@ def to_plain(value: Any, where: str, allow_tensors: bool) -> Any:
 
 
 def from_plain(value: Any) -> Any:
+    """Lists (the stored form of tuples) become tuples again, recursively through dicts.
+
+    Example:
+        >>> from_plain({"hidden": [64, 64], "bins": 8})
+        {'hidden': (64, 64), 'bins': 8}
+    """
     # Hyper-parameters were tuples when the flow was built (hidden=(64, 64)); lists were
     # only the storage form.
     if isinstance(value, list):
@@ -48,6 +54,12 @@ def from_plain(value: Any) -> Any:
 
 
 def check_path(path: Any, name: str = "path") -> Path:
+    """``path`` as a ``Path``; ``TypeError`` naming the argument ``name`` unless str or path-like.
+
+    Example:
+        >>> check_path("model.pt").name
+        'model.pt'
+    """
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
     return Path(path)
