@@ -45,9 +45,9 @@ def _rank(module: str) -> int:
     best = None
     for rank, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if module == prefix or module.startswith(prefix + "."):
-                if best is None or len(prefix) > best[1]:
-                    best = (rank, len(prefix))
+            inside = module == prefix or module.startswith(prefix + ".")
+            if inside and (best is None or len(prefix) > best[1]):
+                best = (rank, len(prefix))
     if best is None:
         raise AssertionError(f"{module} is in no layer: add it to LAYERS and the map")
     return best[0]
