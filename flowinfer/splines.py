@@ -75,7 +75,7 @@ def spline_params_per_dim(bins: int) -> int:
         >>> spline_params_per_dim(8)
         23
     """
-    _check_bins(bins)
+    check_int(bins, "bins")
     return 3 * bins - 1
 
 
@@ -101,7 +101,7 @@ def split_spline_params(params: Tensor, bins: int) -> tuple[Tensor, Tensor, Tens
         >>> w.shape, h.shape, d.shape
         (torch.Size([5, 2, 8]), torch.Size([5, 2, 8]), torch.Size([5, 2, 7]))
     """
-    _check_bins(bins)
+    check_int(bins, "bins")
     expected = 3 * bins - 1
     if params.dim() < 1 or params.shape[-1] != expected:
         raise ValueError(
@@ -168,16 +168,9 @@ def rational_quadratic_spline(
         Gregory, J. A., Delbourgo, R. (1982). Piecewise rational quadratic interpolation to
         monotonic data. IMA Journal of Numerical Analysis, 2(2), 123-130.
     """
-    _validate(
-        x,
-        unnormalized_widths,
-        unnormalized_heights,
-        unnormalized_derivatives,
-        bound=bound,
-        min_bin_width=min_bin_width,
-        min_bin_height=min_bin_height,
-        min_derivative=min_derivative,
-    )
+    _validate(x, unnormalized_widths, unnormalized_heights, unnormalized_derivatives,
+              bound=bound, min_bin_width=min_bin_width, min_bin_height=min_bin_height,
+              min_derivative=min_derivative)
     try:
         batch = torch.broadcast_shapes(
             x.shape,
@@ -198,16 +191,9 @@ def rational_quadratic_spline(
     sizes = torch.stack(
         torch.broadcast_tensors(unnormalized_widths, unnormalized_heights), dim=-2
     )
-    return _spline(
-        x.expand(batch),
-        sizes,
-        unnormalized_derivatives,
-        inverse=inverse,
-        bound=bound,
-        min_bin_width=min_bin_width,
-        min_bin_height=min_bin_height,
-        min_derivative=min_derivative,
-    )
+    return _spline(x.expand(batch), sizes, unnormalized_derivatives, inverse=inverse,
+                   bound=bound, min_bin_width=min_bin_width, min_bin_height=min_bin_height,
+                   min_derivative=min_derivative)
 
 
 def rational_quadratic_spline_from_params(
@@ -243,23 +229,16 @@ def rational_quadratic_spline_from_params(
         Durkan, C., Bekasov, A., Murray, I., Papamakarios, G. (2019). Neural Spline Flows.
         NeurIPS 2019. arXiv:1906.04032.
     """
-    _check_bins(bins)
+    check_int(bins, "bins")
     if params.shape[-1] != 3 * bins - 1 or params.shape[:-1] != x.shape:
         raise ValueError(
             f"params must have shape x.shape + (3 * bins - 1,) = {tuple(x.shape)} + "
             f"({3 * bins - 1},), got {tuple(params.shape)}"
         )
     sizes = params[..., : 2 * bins].unflatten(-1, (2, bins))
-    return _spline(
-        x,
-        sizes,
-        params[..., 2 * bins :],
-        inverse=inverse,
-        bound=bound,
-        min_bin_width=DEFAULT_MIN_BIN_WIDTH,
-        min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
-        min_derivative=DEFAULT_MIN_DERIVATIVE,
-    )
+    return _spline(x, sizes, params[..., 2 * bins :], inverse=inverse, bound=bound,
+                   min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
+                   min_derivative=DEFAULT_MIN_DERIVATIVE)
 
 
 def _spline(
@@ -370,10 +349,6 @@ def _spline(
     out = torch.where(inside, out * (2 * bound) - bound, x)
     log_abs_det = torch.where(inside, log_deriv, 0.0)
     return out, log_abs_det
-
-
-def _check_bins(bins: int) -> None:
-    check_int(bins, "bins")
 
 
 def _validate(
