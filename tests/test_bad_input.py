@@ -4,7 +4,7 @@ Wrong shapes, NaN/inf, empty data, wrong dtypes, non-tensors, a model with discr
 and a target returning NaN: each must be refused early with a message naming the argument
 (never a bare AssertionError, a torch internals error, or a silent NaN result). The flow,
 registry and transform checks live beside their modules (tests/test_flow.py,
-tests/test_registry.py, tests/transforms/).
+tests/test_registry.py, tests/transforms/), the FlowPrior checks in tests/vae/test_prior.py.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def test_reverse_kl_bad_options(option, value):
                           **{"steps": 2, option: value})
 
 
-# ------------------------------------------------------------------------------ guides, priors
+# ------------------------------------------------------------------------------ guides
 def _discrete_model():
     pyro.sample("k", pdist.Bernoulli(0.5))
     pyro.sample("z", pdist.Normal(0.0, 1.0))
@@ -233,26 +233,6 @@ def test_autoflow_nan_data_and_nan_target_are_refused():
 
     with pytest.raises(ValueError, match="nan"):
         _svi_step(nan_model, fi.AutoFlow(nan_model))
-
-
-@pytest.mark.parametrize(("args", "kwargs", "error", "match"), [
-    ((0,), {}, ValueError, "dim must be a positive integer"),
-    ((2,), {"flow": 3}, TypeError, "flow must be a registered flow name or a flowinfer Flow"),
-    ((2,), {"flow": "planar"}, ValueError, "'planar' has no inverse"),
-])
-def test_flow_prior_bad_arguments(args, kwargs, error, match):
-    with pytest.raises(error, match=match):
-        fi.FlowPrior(*args, **kwargs)
-
-
-def test_flow_prior_wrong_flow_and_inputs():
-    with pytest.raises(ValueError, match="flow.dim must equal dim=2"):
-        fi.FlowPrior(2, flow=fi.build_flow("maf", dim=3, **SMALL))
-    prior = fi.FlowPrior(2, **SMALL)
-    with pytest.raises(TypeError, match="must be a torch.Tensor"):
-        prior.log_prob([[0.0, 0.0]])
-    with pytest.raises(ValueError, match=r"must have shape \(\.\.\., 2\)"):
-        prior.log_prob(torch.zeros(3, 3))
 
 
 def test_diagnostics_bad_input():
