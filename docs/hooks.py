@@ -9,28 +9,31 @@ lists every name of ``flowinfer.__all__`` the same way.
 
 Warnings (errors under ``mkdocs build --strict``): a module of the package that no reference
 page documents, unless private (``_name``) or a deprecated shim (docstring starting
-"Deprecated path"); and, through mkdocs-autorefs, a name in an ``__all__`` whose entry does
-not render (no docstring, or left out by its module's ``__all__``).
+"Deprecated path"); a name in a package's ``__all__`` without a docstring; and, through
+mkdocs-autorefs, one whose entry does not render (left out by its module's ``__all__``).
 """
 
 from __future__ import annotations
 
 import ast
-import importlib
-import inspect
+import functools
 import logging
 import re
-import sys
-import warnings
 from pathlib import Path
 
+import griffe
 from mkdocs.structure.files import File
 
 log = logging.getLogger("mkdocs.plugins.flowinfer_reference")
 
 ROOT = Path(__file__).resolve().parent.parent
-# Import the checkout being documented (griffe reads its files), not another installed copy.
-sys.path.insert(0, str(ROOT))
+
+
+@functools.cache
+def _tree():
+    """The package as griffe reads it from this checkout (no import: an editable install of
+    another checkout would win over ``sys.path``)."""
+    return griffe.load(PACKAGE, search_paths=[str(ROOT)])
 PACKAGE = "flowinfer"
 PREFIX = "reference/"
 
@@ -68,27 +71,37 @@ def _submodules(package: str) -> list[str]:
     return [name for name in (f"{package}.{n}" for n in modules + packages) if _documented(name)]
 
 
+def _exports(module: str) -> list[tuple[str, object]]:
+    """``(name, griffe object)`` for each name of a module's ``__all__``, read statically."""
+    mod = _tree().modules_collection[module]
+    found = []
+    for item in mod.exports or ():
+        if isinstance(item, str):
+            found.append((item, mod[item]))
+        else:  # the top level's ``*_LAZY``: {name: module that defines or re-exports it}
+            lazy = ast.literal_eval(str(mod[item.name].value))
+            found += [(name, _tree().modules_collection[f"{path}.{name}"])
+                      for name, path in lazy.items()]
+    return found
+
+
 def _exports_table(module: str) -> str:
     """A table of a module's ``__all__``, each name linked to the entry where it is defined."""
-    with warnings.catch_warnings():  # the top level reaches some names through shims
-        warnings.simplefilter("ignore")
-        mod = importlib.import_module(module)
-        rows = []
-        for name in getattr(mod, "__all__", ()):
-            obj = getattr(mod, name)
-            if inspect.ismodule(obj):
-                target = obj.__name__
-            elif hasattr(obj, "__module__") and hasattr(obj, "__qualname__"):
-                target = f"{obj.__module__}.{obj.__qualname__}"
-            else:  # a plain value such as __version__
-                continue
-            summary = (inspect.getdoc(obj) or "").split("\n\n")[0].replace("\n", " ")
-            summary = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", summary)
-            summary = re.sub(r"``([^`]+)``", r"`\1`", summary)
-            # A pipe ends a table cell unless it is escaped or inside inline code.
-            summary = "`".join(part if i % 2 else part.replace("|", "\\|")
-                               for i, part in enumerate(summary.split("`")))
-            rows.append(f"| [`{name}`][{target}] | `{target}` | {summary} |")
+    rows = []
+    for name, obj in _exports(module):
+        target = obj.final_target if obj.is_alias else obj
+        if any(part.startswith("_") for part in target.path.split(".")):
+            continue  # e.g. __version__, defined in the private _version module
+        docstring = target.docstring.value if target.docstring else ""
+        if not docstring and (target.is_function or target.is_class):
+            log.warning("%s.%s (in __all__) has no docstring", module, name)
+        summary = docstring.split("\n\n")[0].replace("\n", " ")
+        summary = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", summary)
+        summary = re.sub(r"``([^`]+)``", r"`\1`", summary)
+        # A pipe ends a table cell unless it is escaped or inside inline code.
+        summary = "`".join(part if i % 2 else part.replace("|", "\\|")
+                           for i, part in enumerate(summary.split("`")))
+        rows.append(f"| [`{name}`][{target.path}] | `{target.path}` | {summary} |")
     if not rows:
         return ""
     return "| name | defined in | summary |\n|---|---|---|\n" + "\n".join(rows) + "\n\n"
@@ -122,6 +135,7 @@ def _all_modules(package: str) -> list[str]:
 
 
 def on_files(files, config):
+    _tree.cache_clear()  # `mkdocs serve` rebuilds after edits
     readme = (ROOT / "README.md").read_text()
     # README links point into docs/ from the repository root; the site's root is docs/.
     readme = re.sub(r"\]\(docs/", "](", readme)
