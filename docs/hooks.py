@@ -1,9 +1,10 @@
 """MkDocs hook: the Home page from README.md and the API reference pages from the nav.
 
 A nav entry ``reference/<dotted.module>.md`` with no file under ``docs/`` becomes a generated
-page: ``::: module`` for a module; for a package, its docstring, a table of the names in its
-``__all__`` (each linked to where it is defined), then every submodule, recursively. So a new
-reference page is one nav line (``- flowinfer.npe: reference/flowinfer.npe.md``), and a new
+page: ``::: module`` for a module; for a package (or a module that re-exports names), its
+docstring, a table of the names in its ``__all__`` (each linked to where it is defined),
+what it defines itself, then every submodule, recursively. So a new reference page is one
+nav line (``- flowinfer.npe: reference/flowinfer.npe.md``), and a new
 module inside a documented package appears with no change at all. ``reference/index.md``
 lists every name of ``flowinfer.__all__`` the same way.
 
@@ -108,19 +109,30 @@ def _exports_table(module: str) -> str:
 
 
 def _page(module: str, level: int = 1) -> tuple[str, list[str]]:
-    """A page (or a section at heading ``level``) documenting a module; the modules covered."""
-    if _source(module).name != "__init__.py":
+    """A page (or a section at heading ``level``) documenting a module; the modules covered.
+
+    A package, or a module that re-exports names (an old import path), shows its docstring,
+    a table linking its ``__all__`` to where each name is defined, and renders only what it
+    defines itself, so no entry appears twice; a package then shows its submodules.
+    """
+    package = _source(module).name == "__init__.py"
+    mod = _tree().modules_collection[module]
+    if not package and not any(obj.is_alias for _, obj in _exports(module)):
         if level == 1:  # the page title names the module; its members are the sections
             text = f"# `{module}`\n\n::: {module}\n    options:\n      show_root_heading: false\n"
             return text, [module]
         return f"::: {module}\n    options:\n      heading_level: {level}\n", [module]
+    own = [name for name, obj in mod.members.items()
+           if not obj.is_alias and not obj.is_module and obj.is_public]
     parts = [
         f"{'#' * level} `{module}`\n",
         f"::: {module}\n    options:\n      members: false\n      show_root_heading: false\n",
         _exports_table(module),
+        *(f"::: {module}.{name}\n    options:\n      heading_level: {level + 1}\n"
+          f"      show_root_full_path: false\n" for name in own),
     ]
     covered = [module]
-    for sub in _submodules(module):
+    for sub in _submodules(module) if package else ():
         text, more = _page(sub, level + 1)
         parts.append(text)
         covered += more
