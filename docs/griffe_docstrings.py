@@ -75,7 +75,7 @@ def _role(name: str, obj, loader) -> str:
     short = shown.rsplit(".", 1)[-1] if name.startswith("~") else shown
     path = shown.removesuffix("()")
     target = _canonical(path, loader)
-    if target is None and "." not in path or target is None and not path.startswith("flowinfer"):
+    if target is None and not path.startswith("flowinfer."):  # relative: look it up in scope
         head, _, tail = path.partition(".")
         try:
             resolved = obj.resolve(head)
