@@ -2,9 +2,9 @@
 
 Wrong shapes, NaN/inf, empty data, wrong dtypes, non-tensors, a model with discrete latents
 and a target returning NaN: each must be refused early with a message naming the argument
-(never a bare AssertionError, a torch internals error, or a silent NaN result). The last
-part is a property-based test of invertibility and the log-determinant over random shapes
-and parameter draws.
+(never a bare AssertionError, a torch internals error, or a silent NaN result). The flow,
+registry and transform checks live beside their modules (tests/test_flow.py,
+tests/test_registry.py, tests/transforms/), the FlowPrior checks in tests/vae/test_prior.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import pyro
 import pyro.distributions as pdist
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import flowinfer as fi
 
@@ -31,77 +29,6 @@ def flow():
 
 def _fit(flow, data, **kw):
     return fi.fit_density(flow, data, **{"epochs": 1, "progress": False, **kw})
-
-
-# ------------------------------------------------------------------------------ build_flow
-def test_build_flow_bad_name():
-    with pytest.raises(ValueError, match="unknown flow.*available flows"):
-        fi.build_flow("NSF ", dim=2)
-
-
-@pytest.mark.parametrize("name", [3, None, ["nsf"]])
-def test_build_flow_name_of_the_wrong_type(name):
-    with pytest.raises(TypeError, match="flow name must be a string, one of .*nsf"):
-        fi.build_flow(name, dim=2)
-
-
-@pytest.mark.parametrize("dim", [math.nan, math.inf, torch.tensor(2), np.float64(2.0)])
-def test_build_flow_non_integer_dim(dim):
-    with pytest.raises(ValueError, match="dim must be a positive integer"):
-        fi.build_flow("nsf", dim=dim)
-
-
-@pytest.mark.parametrize("context_dim", [-1, 1.5, "2"])
-def test_build_flow_bad_context_dim(context_dim):
-    with pytest.raises(ValueError, match="context_dim must be a non-negative integer"):
-        fi.build_flow("nsf", dim=2, context_dim=context_dim)
-
-
-def test_build_flow_bad_base():
-    with pytest.raises(ValueError, match="base must be one of"):
-        fi.build_flow("nsf", dim=2, base="cauchy")
-
-
-# ------------------------------------------------------------------------------ Flow methods
-@pytest.mark.parametrize("x", [[[0.0, 0.0]], np.zeros((3, 2)), 1.0, None])
-@pytest.mark.parametrize("method", ["log_prob", "transform_with_intermediates"])
-def test_flow_methods_refuse_non_tensors(flow, method, x):
-    with pytest.raises(TypeError, match="must be a torch.Tensor, got"):
-        getattr(flow, method)(x)
-
-
-@pytest.mark.parametrize("shape", [(), (3,), (3, 3), (2, 3, 1)])
-def test_log_prob_wrong_event_size(flow, shape):
-    with pytest.raises(ValueError, match=r"must have shape \(\.\.\., 2\)"):
-        flow.log_prob(torch.zeros(shape))
-
-
-def test_log_prob_nan_is_refused_not_propagated(flow):
-    # Pyro's argument validation (on by default) rejects a NaN before it reaches the result.
-    with pytest.raises(ValueError, match="support"):
-        flow.log_prob(torch.tensor([[0.0, math.nan]]))
-
-
-def test_context_mismatch():
-    cond = fi.build_flow("maf", dim=2, context_dim=3, **SMALL)
-    with pytest.raises(ValueError, match="context is required"):
-        cond.log_prob(torch.zeros(4, 2))
-    with pytest.raises(ValueError, match=r"context must have shape \(\.\.\., 3\)"):
-        cond.log_prob(torch.zeros(4, 2), torch.zeros(4, 2))
-    with pytest.raises(TypeError, match="context must be a torch.Tensor"):
-        cond.sample((2,), context=[[0.0, 0.0, 0.0]])
-
-
-@pytest.mark.parametrize("temperature", [0.0, -1.0, math.nan])
-def test_sample_bad_temperature(flow, temperature):
-    with pytest.raises(ValueError, match="temperature must be positive"):
-        flow.sample((2,), temperature=temperature)
-
-
-@pytest.mark.parametrize("shape", ["5", (2.5,)])
-def test_sample_bad_shape_is_a_type_error(flow, shape):
-    with pytest.raises(TypeError):
-        flow.sample(shape)
 
 
 # ------------------------------------------------------------------------------ fit_density
@@ -225,16 +152,6 @@ def test_reverse_kl_target_returning_nan_is_refused_before_training():
         fi.estimate_log_z(_iaf(), nan_target, num_samples=64)
 
 
-def test_flow_inputs_of_another_dtype_and_empty_batches(flow):
-    with pytest.raises(TypeError, match=r"x has dtype torch.float64 .* flow.to\(torch.float64\)"):
-        flow.log_prob(torch.zeros(3, 2, dtype=torch.float64))
-    with pytest.raises(TypeError, match="x has dtype torch.int64"):
-        flow.log_prob(torch.zeros(3, 2, dtype=torch.long))
-    assert flow.log_prob(torch.zeros(0, 2)).shape == (0,)
-    with pytest.raises(ValueError, match="negative"):
-        flow.sample((-1,))
-
-
 @pytest.mark.parametrize("data", [torch.zeros(10, 2, dtype=torch.bool),
                                   np.zeros((10, 2), dtype=complex)])
 def test_fit_density_refuses_bool_and_complex_data(flow, data):
@@ -266,7 +183,7 @@ def test_reverse_kl_bad_options(option, value):
                           **{"steps": 2, option: value})
 
 
-# ------------------------------------------------------------------------------ guides, priors
+# ------------------------------------------------------------------------------ guides
 def _discrete_model():
     pyro.sample("k", pdist.Bernoulli(0.5))
     pyro.sample("z", pdist.Normal(0.0, 1.0))
@@ -318,26 +235,6 @@ def test_autoflow_nan_data_and_nan_target_are_refused():
         _svi_step(nan_model, fi.AutoFlow(nan_model))
 
 
-@pytest.mark.parametrize(("args", "kwargs", "error", "match"), [
-    ((0,), {}, ValueError, "dim must be a positive integer"),
-    ((2,), {"flow": 3}, TypeError, "flow must be a registered flow name or a flowinfer Flow"),
-    ((2,), {"flow": "planar"}, ValueError, "'planar' has no inverse"),
-])
-def test_flow_prior_bad_arguments(args, kwargs, error, match):
-    with pytest.raises(error, match=match):
-        fi.FlowPrior(*args, **kwargs)
-
-
-def test_flow_prior_wrong_flow_and_inputs():
-    with pytest.raises(ValueError, match="flow.dim must equal dim=2"):
-        fi.FlowPrior(2, flow=fi.build_flow("maf", dim=3, **SMALL))
-    prior = fi.FlowPrior(2, **SMALL)
-    with pytest.raises(TypeError, match="must be a torch.Tensor"):
-        prior.log_prob([[0.0, 0.0]])
-    with pytest.raises(ValueError, match=r"must have shape \(\.\.\., 2\)"):
-        prior.log_prob(torch.zeros(3, 3))
-
-
 def test_diagnostics_bad_input():
     guide = fi.AutoFlow(_regression)
     x = torch.zeros(3)
@@ -349,51 +246,3 @@ def test_diagnostics_bad_input():
         fi.diagnose(3, guide)
     with pytest.raises(ValueError, match="discrete latent"):
         fi.diagnose(_discrete_model, fi.AutoFlow(_discrete_model))
-
-
-# ------------------------------------------------------------------------------ properties
-INVERTIBLE = ["realnvp", "nsf", "maf", "iaf", "nsf-ar", "glow", "householder"]
-
-
-def _build(name: str, dim: int, layers: int):
-    if name == "householder":
-        return fi.build_flow(name, dim=dim)
-    return fi.build_flow(name, dim=dim, num_layers=layers, hidden=(8,))
-
-
-@settings(max_examples=40, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(
-    name=st.sampled_from(INVERTIBLE),
-    dim=st.integers(2, 4),
-    layers=st.integers(1, 3),
-    batch=st.lists(st.integers(1, 3), min_size=0, max_size=2),
-    scale=st.floats(0.0, 0.5),
-    seed=st.integers(0, 2**31 - 1),
-)
-def test_invertibility_and_log_det_over_random_draws(name, dim, layers, batch, scale, seed):
-    """x = T(z) inverts back to z, and log q(x) = log N(z) - log|det dT/dz| (autograd)."""
-    torch.manual_seed(seed)
-    flow = _build(name, dim, layers).double()
-    with torch.no_grad():
-        for p in flow.parameters():  # a random parameter draw around the identity
-            p.add_(scale * torch.randn_like(p))
-    flow.eval()
-    z = torch.randn(*batch, dim, dtype=torch.float64)
-    x = flow.transform_with_intermediates(z)[-1]
-    assert x.shape == z.shape
-
-    # Invert layer by layer through the public Pyro view of the chain.
-    back = x
-    for t in reversed(flow.transforms()):
-        back = t.inv(back)
-    assert torch.allclose(back, z, atol=1e-6, rtol=1e-6)
-
-    log_q = flow.log_prob(x)
-    assert log_q.shape == tuple(batch)
-    z0, x0 = z.reshape(-1, dim)[0], x.reshape(-1, dim)[0]
-    jac = torch.autograd.functional.jacobian(
-        lambda v: flow.transform_with_intermediates(v)[-1], z0)
-    expected = flow.base_distribution().log_prob(z0) - torch.linalg.slogdet(jac)[1]
-    assert torch.allclose(flow.log_prob(x0), expected, atol=1e-6, rtol=1e-6)
-

@@ -39,7 +39,8 @@ from torch import Tensor, nn
 from flowinfer.checks import check_choice, check_int
 
 __all__ = ["MLPEmbedding", "DeepSetEmbedding", "ConvEmbedding", "GRUEmbedding",
-           "IdentityEmbedding", "build_embedding", "check_embedding", "EMBEDDINGS"]
+           "IdentityEmbedding", "build_embedding", "make_embedding", "check_embedding",
+           "EMBEDDINGS"]
 
 EMBEDDINGS = ("mlp", "deepset", "conv", "gru", "identity")
 
@@ -174,6 +175,18 @@ def build_embedding(kind: str, data_shape: Sequence[int], **kwargs: Any) -> nn.M
     if kind == "conv":
         return ConvEmbedding(features, **kwargs)
     return GRUEmbedding(features, **kwargs)
+
+
+def make_embedding(embedding: Any, options: dict | None, data_shape: Sequence[int]
+                   ) -> tuple[nn.Module, str | None, dict]:
+    """``(module, name or None, options)`` from a name (built) or a module (kept)."""
+    if isinstance(embedding, str):
+        check_choice(embedding, "embedding", EMBEDDINGS)
+        options = dict(options or {})
+        return build_embedding(embedding, data_shape, **options), embedding, options
+    if options:
+        raise ValueError("embedding_options apply to a named embedding only")
+    return embedding, None, {}
 
 
 def check_embedding(net: Any, data_shape: Sequence[int]) -> int:

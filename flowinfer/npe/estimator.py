@@ -36,10 +36,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowinfer.checks import check_choice, check_int, check_number
-from flowinfer.npe.embeddings import EMBEDDINGS, build_embedding, check_embedding
+from flowinfer.checks import check_choice, check_int
+from flowinfer.npe.checkpoint import npe_record, rebuild_npe
+from flowinfer.npe.chunks import make_spec
+from flowinfer.npe.embeddings import check_embedding, make_embedding
 from flowinfer.npe.loss import NPELoss
-from flowinfer.npe.simulate import Simulations, make_spec, simulate
+from flowinfer.npe.options import (
+    DEFAULT_TRAINING,
+    auto_batch,
+    given_simulations,
+    round_budgets,
+    training_options,
+)
+from flowinfer.npe.simulate import Simulations, simulate
 from flowinfer.npe.sites import inspect_model
 from flowinfer.npe.standardize import Standardizer
 from flowinfer.registry import build_flow, get_flow_spec
@@ -48,14 +57,7 @@ __all__ = ["NPE", "DEFAULT_FLOW", "DEFAULT_TRAINING"]
 
 #: The posterior flow's defaults (see docs/npe.md for the measurements behind them).
 DEFAULT_FLOW = {"name": "nsf", "num_layers": 5, "hidden": (64, 64), "bins": 8}
-#: Training defaults; ``batch_size=None`` means ``clamp(N // 20, 32, 256)`` for N pairs.
-DEFAULT_TRAINING = {"epochs": 1000, "batch_size": None, "lr": 1e-3, "val_fraction": 0.1,
-                    "patience": 20, "schedule": "plateau", "clip_grad": 5.0}
 _CONSTANT = ("error", "keep")
-
-
-def _auto_batch(n: int) -> int:
-    return int(min(256, max(32, n // 20)))
 
 
 class NPE:
@@ -108,17 +110,8 @@ class NPE:
         names = self.info.observed_names
         self.data_shape = (tuple(self.info.observed_shapes[names[0]]) if len(names) == 1
                            else (self.info.data_dim,))
-        if isinstance(embedding, str):
-            check_choice(embedding, "embedding", EMBEDDINGS)
-            self.embedding_kind: str | None = embedding
-            self.embedding_options = dict(embedding_options or {})
-            self.embedding = build_embedding(embedding, self.data_shape,
-                                             **self.embedding_options)
-        else:
-            if embedding_options:
-                raise ValueError("embedding_options apply to a named embedding only")
-            self.embedding_kind, self.embedding_options = None, {}
-            self.embedding = embedding
+        self.embedding, self.embedding_kind, self.embedding_options = make_embedding(
+            embedding, embedding_options, self.data_shape)
         context_dim = check_embedding(self.embedding, self.data_shape)
         if not isinstance(flow, str):
             raise TypeError(f"flow must be a registered flow name, got {type(flow).__name__}")
@@ -231,14 +224,14 @@ class NPE:
             x_obs = self.info.check_observation(observation, "observation")
         elif observation is not None:
             raise ValueError("observation= is used by sequential rounds only (rounds > 1)")
-        train = self._training_options(epochs, batch_size, lr, val_fraction, patience)
+        train = training_options(epochs, batch_size, lr, val_fraction, patience)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
         seed = check_int(seed, "seed", lowest=0)
-        given = self._given_simulations(simulations)
+        given = given_simulations(simulations, self.info)
         sim_options = {"seed": seed, "num_workers": num_workers, "executor": executor,
                        "chunk_size": chunk_size, "progress": progress}
-        per_round = self._round_budgets(num_simulations, rounds)
+        per_round = round_budgets(num_simulations, rounds)
         sims = given
         if per_round and per_round[0] > 0:
             start = time.perf_counter()
@@ -264,44 +257,11 @@ class NPE:
             result = self._train(sims, train, seed + r, progress)
         return result
 
-    @staticmethod
-    def _round_budgets(total: int | None, rounds: int) -> list[int]:
-        if total is None:
-            return []
-        base = total // rounds
-        return [total - base * (rounds - 1)] + [base] * (rounds - 1)
-
-    def _given_simulations(self, simulations: Any) -> Simulations | None:
-        if simulations is None:
-            return None
-        if isinstance(simulations, dict):
-            simulations = Simulations(
-                {k: simulations[k] for k in self.info.latent_names if k in simulations},
-                {k: simulations[k] for k in self.info.observed_names if k in simulations})
-        if not isinstance(simulations, Simulations):
-            raise TypeError(f"simulations must be a Simulations or a dict {{site: tensor}}, "
-                            f"got {type(simulations).__name__}")
-        simulations.check_against(self.info)
-        return simulations
-
-    def _training_options(self, epochs, batch_size, lr, val_fraction, patience) -> dict:
-        d = DEFAULT_TRAINING
-        return {
-            "epochs": check_int(d["epochs"] if epochs is None else epochs, "epochs"),
-            "batch_size": check_int(batch_size, "batch_size", allow_none=True),
-            "lr": check_number(d["lr"] if lr is None else lr, "lr", low=0.0, low_open=True),
-            "val_fraction": check_number(d["val_fraction"] if val_fraction is None
-                                         else val_fraction, "val_fraction", low=0.0,
-                                         high=1.0, high_open=True),
-            "patience": check_int(d["patience"] if patience is None else patience,
-                                  "patience"),
-        }
-
     def _train(self, sims: Simulations, train: dict, seed: int, progress: bool | None):
         from flowinfer.train import fit
 
         z, x = self._training_tensors(sims)
-        batch = train["batch_size"] or _auto_batch(z.shape[0])
+        batch = train["batch_size"] or auto_batch(z.shape[0])
         self.flow.train()
         self.embedding.train()
         start = time.perf_counter()
@@ -423,71 +383,31 @@ class NPE:
 
     # ------------------------------------------------------------------ checkpoints
     def to_checkpoint(self) -> dict[str, Any]:
-        """Everything but the model, as tensors and plain values (for ``fi.save``)."""
+        """The flow and what rebuilds the estimator around it (used by ``fi.save``).
+
+        Returns ``{"flow": flow, "object": record}``; the record holds only tensors and
+        plain values (the embedding's and standardisers' states, the site names).
+        """
         self._check_fitted()
-        if self.embedding_kind is None:
-            embedding = {"kind": None, "options": {}}
-        else:
-            embedding = {"kind": self.embedding_kind, "options": dict(self.embedding_options)}
-        return {
-            "type": "NPE",
-            "observed": list(self.observed),
-            "latent_names": list(self.info.latent_names),
-            "flow_config": dict(self.flow.config),
-            "flow_state": {k: v.detach() for k, v in self.flow.state_dict().items()},
-            "embedding": embedding,
-            "embedding_state": {k: v.detach() for k, v in self.embedding.state_dict().items()},
-            "theta_standardizer": {k: v.detach() for k, v in
-                                   self.theta_standardizer.state_dict().items()},
-            "x_standardizer": {k: v.detach() for k, v in
-                               self.x_standardizer.state_dict().items()},
-            "constant_data": self.constant_data,
-            "num_simulations": 0 if self.simulations is None else len(self.simulations),
-        }
+        return {"flow": self.flow, "object": npe_record(self)}
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: dict[str, Any], model: Callable, *,
+    def from_checkpoint(cls, flow: nn.Module, record: dict[str, Any], *, model: Callable = None,
                         model_args: tuple = (), model_kwargs: dict | None = None,
-                        embedding: nn.Module | None = None) -> NPE:
-        """Rebuild a trained NPE around ``model`` from :meth:`to_checkpoint`'s dictionary.
+                        path: Any = "<checkpoint>", embedding: nn.Module | None = None) -> NPE:
+        """Rebuild a trained NPE around ``model`` from its loaded flow and saved record.
 
-        Args:
-            checkpoint: the dictionary.
-            model: the same Pyro model (a file cannot hold it).
-            model_args, model_kwargs: its arguments.
-            embedding: the embedding module, when it was a custom ``nn.Module`` (its saved
-                parameters are loaded into it).
+        ``fi.load(path, model=model)`` calls this. An NPE trained with a custom embedding
+        module needs that module again: ``ckpt = fi.io.load_checkpoint(path)``, then
+        ``NPE.from_checkpoint(fi.io.from_checkpoint(ckpt), ckpt["object"], model=model,
+        embedding=MyNet())``.
+
+        Raises:
+            ValueError: no model, a custom embedding not given again, or a model whose
+                latent sites or shapes differ from the saved estimator's.
         """
-        if not isinstance(checkpoint, dict) or checkpoint.get("type") != "NPE":
-            raise ValueError("not an NPE checkpoint (expected a dict with type 'NPE')")
-        config = checkpoint["flow_config"]
-        saved_embedding = checkpoint["embedding"]
-        if saved_embedding["kind"] is None and embedding is None:
-            raise ValueError("this NPE was trained with a custom embedding module: pass "
-                             "embedding=<a module of the same class> to load it")
-        hyper = config["hyper"]
-        hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()}
-        npe = cls(model, checkpoint["observed"], model_args=model_args,
-                  model_kwargs=model_kwargs, flow=config["name"], flow_options=hyper,
-                  embedding=embedding if embedding is not None else saved_embedding["kind"],
-                  embedding_options=None if embedding is not None
-                  else saved_embedding["options"],
-                  constant_data=checkpoint.get("constant_data", "error"))
-        if list(checkpoint["latent_names"]) != npe.info.latent_names:
-            raise ValueError(f"the checkpoint's latent sites {checkpoint['latent_names']} are "
-                             f"not this model's {npe.info.latent_names}")
-        try:
-            npe.flow.load_state_dict(checkpoint["flow_state"])
-            npe.embedding.load_state_dict(checkpoint["embedding_state"])
-        except RuntimeError as err:
-            raise ValueError(f"the saved NPE does not fit this model: "
-                             f"{' '.join(str(err).split())}") from None
-        ts, xs = checkpoint["theta_standardizer"], checkpoint["x_standardizer"]
-        npe.theta_standardizer = Standardizer(ts["mean"], ts["std"])
-        npe.x_standardizer = Standardizer(xs["mean"], xs["std"])
-        npe.flow.eval()
-        npe.embedding.eval()
-        return npe
+        return rebuild_npe(cls, flow, record, model=model, model_args=model_args,
+                           model_kwargs=model_kwargs, path=path, embedding=embedding)
 
     def __repr__(self) -> str:
         state = "trained" if self.theta_standardizer is not None else "untrained"

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from flowinfer.checks import check_int, check_number
-from flowinfer.npe.simulate import latent_log_prior
+from flowinfer.npe.chunks import latent_log_prior
 
 __all__ = ["truncated_prior_draws", "EPSILON"]
 

@@ -176,6 +176,28 @@ def _is_discrete(fn: Any) -> bool:
     return bool(getattr(fn.support, "is_discrete", False))
 
 
+def _plain_trace(model: Callable, args: tuple, kwargs: dict) -> Any:
+    # A simulator may raise on some parameter draws: try a few plain runs before giving up.
+    for attempt in range(_ATTEMPTS):
+        try:
+            # Validation off, as in the simulations: a NaN draw is not the model's fault.
+            with pyro.validation_enabled(False):
+                return poutine.trace(model).get_trace(*args, **kwargs)
+        except NotImplementedError as err:
+            raise ValueError(
+                f"the model could not be run plainly ({err}); NPE simulates from the prior, "
+                "so every latent site needs a proper prior that can be sampled (not "
+                "ImproperUniform)"
+            ) from None
+        except Exception as err:
+            if attempt == _ATTEMPTS - 1:
+                first = (str(err).strip().splitlines() or [""])[0]
+                raise RuntimeError(f"the model raised on each of {_ATTEMPTS} plain runs made "
+                                   f"to find its sites: {type(err).__name__}: {first}"
+                                   ) from err
+    raise AssertionError("unreachable")
+
+
 def inspect_model(model: Callable, observed: Any, args: tuple = (),
                   kwargs: dict | None = None) -> ModelInfo:
     """Trace ``model`` once and describe its latent and observed sites.
@@ -191,26 +213,9 @@ def inspect_model(model: Callable, observed: Any, args: tuple = (),
         raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
     names = check_observed_names(observed)
     kwargs = kwargs or {}
-    # A simulator may raise on some parameter draws: try a few plain runs before giving up.
-    for attempt in range(_ATTEMPTS):
-        try:
-            # Validation off, as in the simulations: a NaN draw is not the model's fault.
-            # fork_rng: finding the sites must not move the caller's random stream.
-            with pyro.validation_enabled(False), torch.random.fork_rng():
-                trace = poutine.trace(model).get_trace(*args, **kwargs)
-            break
-        except NotImplementedError as err:
-            raise ValueError(
-                f"the model could not be run plainly ({err}); NPE simulates from the prior, "
-                "so every latent site needs a proper prior that can be sampled (not "
-                "ImproperUniform)"
-            ) from None
-        except Exception as err:
-            if attempt == _ATTEMPTS - 1:
-                first = (str(err).strip().splitlines() or [""])[0]
-                raise RuntimeError(f"the model raised on each of {_ATTEMPTS} plain runs made "
-                                   f"to find its sites: {type(err).__name__}: {first}"
-                                   ) from err
+    # fork_rng: finding the sites must not move the caller's random stream.
+    with torch.random.fork_rng():
+        trace = _plain_trace(model, args, kwargs)
     sample_sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample"}
     free = [n for n, s in sample_sites.items() if not s["is_observed"]]
     fixed = [n for n, s in sample_sites.items() if s["is_observed"]]

@@ -31,11 +31,14 @@ def test_custom_embedding_must_be_passed_again(tmp_path):
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4))
     npe = fi.NPE(iid_model, "x", embedding=net, flow_options=SMALL)
     npe.fit(num_simulations=100, epochs=1, seed=0, progress=False)
-    ckpt = npe.to_checkpoint()
+    path = tmp_path / "npe.pt"
+    fi.save(npe, path)
     with pytest.raises(ValueError, match="custom embedding"):
-        fi.NPE.from_checkpoint(ckpt, iid_model)
+        fi.load(path, model=iid_model)
+    ckpt = fi.io.load_checkpoint(path)
     fresh = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4))
-    loaded = fi.NPE.from_checkpoint(ckpt, iid_model, embedding=fresh)
+    loaded = fi.NPE.from_checkpoint(fi.io.from_checkpoint(ckpt), ckpt["object"],
+                                    model=iid_model, embedding=fresh)
     assert torch.equal(fresh[1].weight, net[1].weight)
     x = npe.simulations.observed["x"][0]
     values = {"mu": torch.zeros(3), "scale": torch.ones(3)}

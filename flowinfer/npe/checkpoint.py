@@ -1,0 +1,76 @@
+"""What ``fi.save`` stores of a trained NPE besides its flow, and how ``fi.load`` rebuilds it.
+
+The record holds tensors and plain values only (the embedding's and standardisers' states,
+the site names, the named embedding's options); the model comes back as an argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from flowinfer.npe.options import plain, tuples
+from flowinfer.npe.standardize import Standardizer
+
+__all__ = ["npe_record", "rebuild_npe"]
+
+
+def npe_record(npe: Any) -> dict[str, Any]:
+    """The record of a trained NPE (everything but its flow and its model)."""
+    return {
+        "type": "NPE",
+        "observed": list(npe.observed),
+        "latent_names": list(npe.info.latent_names),
+        "embedding": npe.embedding_kind,
+        "embedding_options": plain(npe.embedding_options),
+        "embedding_state": {k: v.detach() for k, v in npe.embedding.state_dict().items()},
+        "theta_standardizer": {k: v.detach() for k, v in
+                               npe.theta_standardizer.state_dict().items()},
+        "x_standardizer": {k: v.detach() for k, v in npe.x_standardizer.state_dict().items()},
+        "constant_data": npe.constant_data,
+        "num_simulations": 0 if npe.simulations is None else len(npe.simulations),
+    }
+
+
+def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
+                model: Callable | None, model_args: tuple = (),
+                model_kwargs: dict | None = None, path: Any = "<checkpoint>",
+                embedding: nn.Module | None = None) -> Any:
+    """A trained ``cls`` (NPE) around ``model``, the loaded ``flow`` and the saved record."""
+    if not isinstance(record, dict) or record.get("type") != "NPE":
+        raise ValueError(f"{path}: not an NPE record")
+    if model is None:
+        raise ValueError(f"{path} holds an NPE: pass model=<the Pyro model> to fi.load")
+    if record["embedding"] is None and embedding is None:
+        raise ValueError(f"{path}: this NPE was trained with a custom embedding module; "
+                         "rebuild it with NPE.from_checkpoint(..., embedding=<a module of "
+                         "the same class>)")
+    config = flow.config
+    npe = cls(model, record["observed"], model_args=model_args,
+              model_kwargs=model_kwargs, flow=config["name"],
+              flow_options=tuples(config["hyper"]),
+              embedding=embedding if embedding is not None else record["embedding"],
+              embedding_options=None if embedding is not None
+              else tuples(record["embedding_options"]),
+              constant_data=record.get("constant_data", "error"))
+    if list(record["latent_names"]) != npe.info.latent_names:
+        raise ValueError(f"{path}: the saved NPE's latent sites {record['latent_names']} "
+                         f"are not this model's {npe.info.latent_names}")
+    if flow.dim != npe.flow.dim or flow.context_dim != npe.flow.context_dim:
+        raise ValueError(f"{path}: the saved flow (dim {flow.dim}, context "
+                         f"{flow.context_dim}) does not fit this model (dim "
+                         f"{npe.flow.dim}, context {npe.flow.context_dim})")
+    try:
+        npe.embedding.load_state_dict(record["embedding_state"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: the saved embedding does not fit: "
+                         f"{' '.join(str(err).split())}") from None
+    npe.flow = flow
+    ts, xs = record["theta_standardizer"], record["x_standardizer"]
+    npe.theta_standardizer = Standardizer(ts["mean"], ts["std"])
+    npe.x_standardizer = Standardizer(xs["mean"], xs["std"])
+    npe.flow.eval()
+    npe.embedding.eval()
+    return npe

@@ -1,0 +1,80 @@
+"""NPE's training defaults and the checks of ``NPE.fit``'s options (all before simulating).
+
+Example:
+    >>> round_budgets(1000, 3)
+    [334, 333, 333]
+    >>> auto_batch(1000), auto_batch(10_000)
+    (50, 256)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowinfer.checks import check_int, check_number
+from flowinfer.npe.simulations import Simulations
+from flowinfer.npe.sites import ModelInfo
+
+__all__ = ["DEFAULT_TRAINING", "auto_batch", "round_budgets", "training_options",
+           "given_simulations", "plain", "tuples"]
+
+#: Training defaults; ``batch_size=None`` means ``clamp(N // 20, 32, 256)`` for N pairs.
+DEFAULT_TRAINING = {"epochs": 1000, "batch_size": None, "lr": 1e-3, "val_fraction": 0.1,
+                    "patience": 20, "schedule": "plateau", "clip_grad": 5.0}
+
+
+def plain(value: Any) -> Any:
+    """``value`` with tuples turned into lists (checkpoints hold plain values)."""
+    if isinstance(value, tuple | list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def tuples(value: dict) -> dict:
+    """A dict's list values back to tuples (hyper-parameters such as ``hidden``)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+
+
+def auto_batch(n: int) -> int:
+    """The default batch size for ``n`` training pairs: ``clamp(n // 20, 32, 256)``."""
+    return int(min(256, max(32, n // 20)))
+
+
+def round_budgets(total: int | None, rounds: int) -> list[int]:
+    """Simulations per round: equal shares, the first round taking the remainder."""
+    if total is None:
+        return []
+    base = total // rounds
+    return [total - base * (rounds - 1)] + [base] * (rounds - 1)
+
+
+def given_simulations(simulations: Any, info: ModelInfo) -> Simulations | None:
+    """The user's ``simulations=`` as a checked :class:`Simulations` (or None)."""
+    if simulations is None:
+        return None
+    if isinstance(simulations, dict):
+        simulations = Simulations(
+            {k: simulations[k] for k in info.latent_names if k in simulations},
+            {k: simulations[k] for k in info.observed_names if k in simulations})
+    if not isinstance(simulations, Simulations):
+        raise TypeError(f"simulations must be a Simulations or a dict {{site: tensor}}, "
+                        f"got {type(simulations).__name__}")
+    simulations.check_against(info)
+    return simulations
+
+
+def training_options(epochs: Any, batch_size: Any, lr: Any, val_fraction: Any,
+                     patience: Any) -> dict[str, Any]:
+    """The training options with defaults filled in, each checked."""
+    d = DEFAULT_TRAINING
+    return {
+        "epochs": check_int(d["epochs"] if epochs is None else epochs, "epochs"),
+        "batch_size": check_int(batch_size, "batch_size", allow_none=True),
+        "lr": check_number(d["lr"] if lr is None else lr, "lr", low=0.0, low_open=True),
+        "val_fraction": check_number(d["val_fraction"] if val_fraction is None
+                                     else val_fraction, "val_fraction", low=0.0,
+                                     high=1.0, high_open=True),
+        "patience": check_int(d["patience"] if patience is None else patience, "patience"),
+    }
