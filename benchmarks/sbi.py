@@ -309,6 +309,41 @@ def _figure(rows, path):
     plt.close(fig)
 
 
+def gaussian_check(variant: dict, seed: int, patience: int | None, schedule: str | None) -> None:
+    """Posterior moments on a conjugate Gaussian outside the benchmark (the defaults' check).
+
+    theta ~ N(mu0, S0) in 2-D, four trials x_i ~ N(theta, 0.8^2 I); 10,000 simulations; for
+    two observations, the error of the posterior mean in posterior sds and the relative error
+    of the posterior sds (20,000 draws).
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "npe"))
+    from npe_models import exact_posterior, gaussian_model
+
+    import flowinfer.npe.options as options
+
+    if schedule is not None:
+        options.DEFAULT_TRAINING["schedule"] = None if schedule == "none" else schedule
+    g = torch.Generator().manual_seed(7)
+    xs = [t + 0.8 * torch.randn(4, 2, generator=g)
+          for t in (torch.tensor([0.3, -0.5]), torch.tensor([1.5, -2.5]))]
+    npe = fi.NPE(gaussian_model, "x", **variant["npe"])
+    start = time.perf_counter()
+    fit = dict(variant["fit"], **({"patience": patience} if patience else {}))
+    result = npe.fit(num_simulations=10_000, seed=seed, progress=False, **fit)
+    errors = []
+    for x in xs:
+        mean, cov = exact_posterior(x)
+        torch.manual_seed(0)
+        draws = npe.sample(20_000, x=x)["theta"].double()
+        sd = cov.diagonal().sqrt()
+        errors.append((float(((draws.mean(0) - mean) / sd).abs().max()),
+                       float((draws.std(0) / sd - 1).abs().max())))
+    print(f"{variant['name']} patience={patience} schedule={schedule}: "
+          f"{time.perf_counter() - start:.0f}s, {len(result.history['train_loss'])} epochs, "
+          "(mean error/sd, sd rel. error) per observation: "
+          + ", ".join(f"({a:.3f}, {b:.3f})" for a, b in errors))
+
+
 def _parse_observations(text: str) -> list[int]:
     out = []
     for part in text.split(","):
@@ -354,7 +389,15 @@ def main(argv=None) -> None:
     parser.add_argument("--embedding", default=None, help="embedding name (default: NPE's)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--gaussian-check", action="store_true",
+                        help="only the conjugate-Gaussian check of the training defaults")
+    parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument("--schedule", default=None, help="cosine, plateau or none")
     args = parser.parse_args(argv)
+    if args.gaussian_check:
+        torch.set_num_threads(args.threads)
+        gaussian_check(_variant(args), args.seed, args.patience, args.schedule)
+        return
     if not DATA.is_dir():
         print(f"sbibm data not found at {DATA}; nothing to do")
         return
