@@ -110,7 +110,7 @@ class SBCResult:
             ax.hist(self.ranks[:, j], bins=edges, color="C0", alpha=0.8)
             ax.set_title(f"{self.names[j]} (p={self.p_values[j]:.2g})", fontsize=9)
             ax.set_xlabel("rank")
-        fig.suptitle(self.verdict, fontsize=9)
+        fig.suptitle(self.verdict.replace(", min p", ",\nmin p"), fontsize=8)
         fig.tight_layout()
         if path is not None:
             fig.savefig(path, dpi=120)

@@ -19,7 +19,7 @@ __all__ = ["DEFAULT_TRAINING", "auto_batch", "round_budgets", "training_options"
            "given_simulations", "plain", "tuples"]
 
 #: Training defaults; ``batch_size=None`` means ``clamp(N // 20, 32, 256)`` for N pairs.
-DEFAULT_TRAINING = {"epochs": 1000, "batch_size": None, "lr": 5e-4, "val_fraction": 0.1,
+DEFAULT_TRAINING = {"epochs": 1000, "batch_size": None, "lr": 1e-3, "val_fraction": 0.1,
                     "patience": 30, "schedule": "plateau", "clip_grad": 5.0}
 
 

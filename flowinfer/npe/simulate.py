@@ -17,10 +17,10 @@ With ``path=`` every finished chunk is appended to a file, so an interrupted cam
 where it stopped.
 
 Example:
-    >>> import pyro, pyro.distributions as dist
+    >>> import pyro, pyro.distributions as dist, torch
     >>> def model():
     ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
-    ...     pyro.sample("x", dist.Normal(mu[..., None], 0.5).expand([2]).to_event(1))
+    ...     pyro.sample("x", dist.Normal(torch.stack([mu, 2 * mu], -1), 0.5).to_event(1))
     >>> sims = simulate(model, "x", 100, seed=0)
     >>> len(sims), sims.latents["mu"].shape, sims.observed["x"].shape, sims.vectorized
     (100, torch.Size([100]), torch.Size([100, 2]), True)

@@ -10,7 +10,7 @@ import flowinfer as fi
 
 #: Posterior draws compared with the exact moments; the tolerances are Monte Carlo standard
 #: errors of moments of this many draws.
-DRAWS = 2000
+DRAWS = 1000
 
 
 def _mc_checks(draws: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor, k: float = 4.0):
@@ -26,8 +26,12 @@ def _mc_checks(draws: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor, k: fl
 
 @pytest.mark.slow
 def test_posterior_mean_and_covariance_match_the_exact_ones():
+    torch.manual_seed(0)  # the networks' initial weights
     npe = fi.NPE(gaussian_model, observed="x")
-    npe.fit(num_simulations=10_000, seed=0, progress=False)
+    # 20,000 simulations and lr 5e-4 (the default is 1e-3): at 10,000 and the defaults the
+    # error of the posterior mean was 0.15-0.2 posterior sds (docs/npe.md, "Defaults"), more
+    # than the Monte Carlo error of 1000 draws (4 standard errors = 0.13 sd).
+    npe.fit(num_simulations=20_000, seed=0, lr=5e-4, progress=False)
     g = torch.Generator().manual_seed(7)
     for theta in (torch.tensor([0.3, -0.5]), torch.tensor([1.5, -2.5])):
         x = theta + 0.8 * torch.randn(4, 2, generator=g)
