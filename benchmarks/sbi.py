@@ -374,7 +374,7 @@ def _variant(args) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS))
+    parser.add_argument("--budgets", nargs="*", type=int, default=list(BUDGETS))
     parser.add_argument("--observations", default="1-10", help="e.g. 1-10 or 1,4,7")
     parser.add_argument("--sequential", nargs="*", type=int, default=[],
                         help="budgets for sequential NPE (e.g. 10000)")

@@ -20,7 +20,7 @@ __all__ = ["DEFAULT_TRAINING", "auto_batch", "round_budgets", "training_options"
 
 #: Training defaults; ``batch_size=None`` means ``clamp(N // 20, 32, 256)`` for N pairs.
 DEFAULT_TRAINING = {"epochs": 1000, "batch_size": None, "lr": 1e-3, "val_fraction": 0.1,
-                    "patience": 30, "schedule": "plateau", "clip_grad": 5.0}
+                    "patience": 20, "schedule": "plateau", "clip_grad": 5.0}
 
 
 def plain(value: Any) -> Any:
