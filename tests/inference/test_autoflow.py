@@ -1,4 +1,4 @@
-"""Tests for flowinfer.guides: AutoFlow and AutoAmortizedFlow."""
+"""Tests for flowinfer.inference.autoflow and .amortized_guide: AutoFlow, AutoAmortizedFlow."""
 
 from __future__ import annotations
 

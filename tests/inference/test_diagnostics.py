@@ -1,4 +1,4 @@
-"""Tests for flowinfer.diagnostics: diagnose, to_inference_data, neutra_mcmc."""
+"""Tests for flowinfer.inference: diagnose, to_inference_data, neutra_mcmc."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Laplace start (flowinfer.laplace) and AutoFlow's warm_start option."""
+"""The Laplace start (flowinfer.inference.laplace) and AutoFlow's warm_start option."""
 
 from __future__ import annotations
 

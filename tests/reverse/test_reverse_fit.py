@@ -379,7 +379,7 @@ def test_stl_needs_an_invertible_flow():
 # ------------------------------------------------------------------------------ mode coverage
 @pytest.mark.slow
 def test_cover_steps_find_every_mode_that_reverse_kl_misses():
-    from flowinfer.targets import ring_of_gaussians
+    from flowinfer.data.targets import ring_of_gaussians
 
     target = ring_of_gaussians(num_modes=4, radius=4.0, scale=0.4)
     coverage = {}

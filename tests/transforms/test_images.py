@@ -475,7 +475,7 @@ def test_glow_beats_a_diagonal_gaussian_on_held_out_digits():
     """A short fit on the 8x8 digits must beat the best diagonal Gaussian (fitted in closed form
     on the same logit-space training data) on held-out images, by more than three standard
     errors of the paired per-image difference."""
-    datasets = pytest.importorskip("flowinfer.datasets")
+    datasets = pytest.importorskip("flowinfer.data.datasets")
     pytest.importorskip("sklearn")
     values, _ = datasets.load_digits()
     values = values.reshape(-1, 1, 8, 8)
