@@ -43,7 +43,7 @@ _LAZY = {
     "DataParallelSVI": "flowinfer.inference.svi",
     # neural posterior estimation (issue 15)
     "NPE": "flowinfer.npe.estimator",
-    "Simulations": "flowinfer.npe.simulate",
+    "Simulations": "flowinfer.npe.simulations",
     "simulate": "flowinfer.npe.simulate",
     "sbc": "flowinfer.npe.calibration",
     "expected_coverage": "flowinfer.npe.calibration",
