@@ -18,16 +18,16 @@ from flowinfer import transforms
 from flowinfer._version import __version__
 from flowinfer.flow import Flow
 from flowinfer.registry import available_flows, build_flow, register_flow
-from flowinfer.training import FitResult
+from flowinfer.train.state import FitResult
 
 # Heavier entry points load on first use, so `import flowinfer` stays quick and ArviZ,
 # matplotlib and friends are only imported by the code paths that need them.
 _LAZY = {
-    "fit_density": "flowinfer.fit",
-    "fit_reverse_kl": "flowinfer.reverse_kl",
-    "estimate_log_z": "flowinfer.reverse_kl",
-    "sampler_flow": "flowinfer.reverse_kl",
-    "importance_resample": "flowinfer.reverse_kl",
+    "fit_density": "flowinfer.train.density",
+    "fit_reverse_kl": "flowinfer.reverse.fit",
+    "estimate_log_z": "flowinfer.reverse.log_z",
+    "sampler_flow": "flowinfer.reverse.sampler",
+    "importance_resample": "flowinfer.reverse.log_z",
     "importance_summary": "flowinfer.inference.evidence",
     "AutoFlow": "flowinfer.guides",
     "AutoAmortizedFlow": "flowinfer.guides",
@@ -40,7 +40,7 @@ _LAZY = {
     "iwae_bound": "flowinfer.amortized",
     "save": "flowinfer.io",
     "load": "flowinfer.io",
-    "DataParallelSVI": "flowinfer.distributed",
+    "DataParallelSVI": "flowinfer.inference.svi",
 }
 # Subpackages and modules reachable as attributes (``fi.datasets.make_toy``); the flat
 # module names of release 0.1 map to their deprecated shims, which warn on import.
@@ -55,6 +55,8 @@ _LAZY_MODULES = {
     "splines": "flowinfer.splines",
     "nn": "flowinfer.nn",
     "checks": "flowinfer.checks",
+    "train": "flowinfer.train",
+    "reverse": "flowinfer.reverse",
     **{name: f"flowinfer.{name}" for name in (
         "diagnostics", "guides", "evidence", "fit", "reverse_kl", "priors", "amortized",
         "distributed", "training", "laplace")},

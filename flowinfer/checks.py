@@ -21,7 +21,7 @@ import math
 from typing import Any
 
 __all__ = ["check_bool", "check_callable", "check_choice", "check_int", "check_number",
-           "is_int", "is_number"]
+           "check_shape", "is_int", "is_number"]
 
 
 def is_int(value: Any) -> bool:
@@ -76,8 +76,7 @@ def check_number(value: Any, name: str, *, low: float = -math.inf, high: float =
     """
     if value is None and allow_none:
         return None
-    left, right = "(" if low_open else "[", ")" if high_open else "]"
-    want = f"a finite number in {left}{low}, {high}{right}"
+    want = "a finite number" + _interval(low, high, low_open, high_open)
     if allow_none:
         want += " or None"
     if not is_number(value):
@@ -88,6 +87,17 @@ def check_number(value: Any, name: str, *, low: float = -math.inf, high: float =
     if not math.isfinite(v) or too_low or too_high:
         raise ValueError(f"{name} must be {want}, got {value!r}")
     return v
+
+
+def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    if math.isinf(low) and math.isinf(high):
+        return ""
+    if math.isinf(high):
+        return f" {'>' if low_open else '>='} {low:g}"
+    if math.isinf(low):
+        return f" {'<' if high_open else '<='} {high:g}"
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+    return f" in {left}{low:g}, {high:g}{right}"
 
 
 def check_bool(value: Any, name: str, *, allow_none: bool = False) -> Any:
@@ -115,3 +125,35 @@ def check_callable(value: Any, name: str, *, allow_none: bool = False) -> Any:
     if not callable(value):
         raise TypeError(f"{name} must be callable, got {type(value).__name__}")
     return value
+
+
+def check_shape(value: Any, name: str, *, rank: int | None = None) -> tuple[int, ...]:
+    """Return ``value`` as a tuple of positive ints (a tensor shape such as ``(C, H, W)``).
+
+    Args:
+        value: what the caller passed: a sequence (or ``torch.Size``) of integers.
+        name: the argument's name, for the message.
+        rank: the required number of sizes (None: any non-zero number).
+
+    Raises:
+        TypeError: ``value`` is not a sequence of integers.
+        ValueError: it has the wrong number of sizes, or a size below 1.
+
+    Example:
+        >>> check_shape([1, 28, 28], "shape", rank=3)
+        (1, 28, 28)
+    """
+    from collections.abc import Sequence
+
+    want = "a (C, H, W) sequence of 3 positive integers" if rank == 3 else (
+        f"a sequence of {rank} positive integers" if rank is not None
+        else "a non-empty sequence of positive integers")
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        # torch.Size is a tuple, hence a Sequence.
+        raise TypeError(f"{name} must be {want}, got {type(value).__name__} {value!r}")
+    sizes = tuple(value)
+    if not all(is_int(s) for s in sizes):
+        raise TypeError(f"{name} must be {want}, got {value!r}")
+    if (rank is not None and len(sizes) != rank) or not sizes or min(sizes) < 1:
+        raise ValueError(f"{name} must be {want}, got {value!r}")
+    return tuple(int(s) for s in sizes)

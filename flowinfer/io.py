@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from flowinfer._version import __version__
 from flowinfer.flow import Flow
 from flowinfer.registry import build_flow, get_flow_spec
 
@@ -50,10 +51,6 @@ __all__ = [
     "load",
     "load_checkpoint",
     "from_checkpoint",
-    "save_training_state",
-    "read_training_state",
-    "restore_training_state",
-    "check_checkpoint_paths",
 ]
 
 FORMAT = "flowinfer-checkpoint"
@@ -63,19 +60,19 @@ PathLike = str | os.PathLike
 
 
 # ------------------------------------------------------------------------------ plain values
-def _to_plain(value: Any, where: str, allow_tensors: bool) -> Any:
+def to_plain(value: Any, where: str, allow_tensors: bool) -> Any:
     """Tuples become lists; anything weights_only loading would refuse raises TypeError."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, tuple | list):
-        return [_to_plain(v, f"{where}[{i}]", allow_tensors) for i, v in enumerate(value)]
+        return [to_plain(v, f"{where}[{i}]", allow_tensors) for i, v in enumerate(value)]
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str | int):
                 raise TypeError(f"{where} has a key of type {type(k).__name__}; keys must be "
                                  "strings or integers")
-            out[k] = _to_plain(v, f"{where}[{k!r}]", allow_tensors)
+            out[k] = to_plain(v, f"{where}[{k!r}]", allow_tensors)
         return out
     if allow_tensors and isinstance(value, torch.Tensor):
         return value.detach()
@@ -87,17 +84,17 @@ def _to_plain(value: Any, where: str, allow_tensors: bool) -> Any:
     )
 
 
-def _from_plain(value: Any) -> Any:
+def from_plain(value: Any) -> Any:
     # Hyper-parameters were tuples when the flow was built (hidden=(64, 64)); lists were
     # only the storage form.
     if isinstance(value, list):
-        return tuple(_from_plain(v) for v in value)
+        return tuple(from_plain(v) for v in value)
     if isinstance(value, dict):
-        return {k: _from_plain(v) for k, v in value.items()}
+        return {k: from_plain(v) for k, v in value.items()}
     return value
 
 
-def _check_path(path: Any, name: str = "path") -> Path:
+def check_path(path: Any, name: str = "path") -> Path:
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
     return Path(path)
@@ -139,13 +136,11 @@ def save(flow: Any, path: PathLike, *, extra: dict[str, Any] | None = None) -> P
         >>> torch.allclose(load(path).log_prob(x), flow.log_prob(x))
         True
     """
-    wrapper = _describe_wrapper(flow)
-    if wrapper is not None:
-        flow = flow.flow
+    flow, wrapper = _describe_wrapper(flow)
     if not isinstance(flow, Flow):
         raise TypeError(f"flow must be a flowinfer Flow, FlowPrior or AutoFlow guide, got "
                         f"{type(flow).__name__}")
-    path = _check_path(path)
+    path = check_path(path)
     if flow.config is None:
         raise ValueError(
             "flow has no config: only flows built with fi.build_flow(name, ...) can be saved "
@@ -164,9 +159,9 @@ def save(flow: Any, path: PathLike, *, extra: dict[str, Any] | None = None) -> P
         "format_version": FORMAT_VERSION,
         "flowinfer_version": _flowinfer_version(),
         "torch_version": str(torch.__version__),
-        "config": _to_plain(dict(config), "flow.config", allow_tensors=False),
+        "config": to_plain(dict(config), "flow.config", allow_tensors=False),
         "state_dict": {k: v.detach() for k, v in flow.state_dict().items()},
-        "extra": _to_plain(extra or {}, "extra", allow_tensors=True),
+        "extra": to_plain(extra or {}, "extra", allow_tensors=True),
     }
     if wrapper is not None:
         checkpoint["object"] = wrapper
@@ -178,9 +173,7 @@ def save(flow: Any, path: PathLike, *, extra: dict[str, Any] | None = None) -> P
 
 
 def _flowinfer_version() -> str:
-    import flowinfer
-
-    return flowinfer.__version__
+    return __version__
 
 
 def _atomic_torch_save(obj: Any, path: Path, folder: Path) -> None:
@@ -240,7 +233,7 @@ def load_checkpoint(path: PathLike, map_location: Any = None) -> dict[str, Any]:
         >>> ckpt["config"]["name"], ckpt["extra"]["epoch"]
         ('maf', 7)
     """
-    path = _check_path(path)
+    path = check_path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -332,7 +325,7 @@ def from_checkpoint(checkpoint: dict[str, Any], path: PathLike = "<checkpoint>")
             f"{path}: flow {name!r} is not registered in this session ({err}); import the "
             "module that registers it (fi.register_flow) before loading"
         ) from None
-    hyper = _from_plain(config["hyper"])
+    hyper = from_plain(config["hyper"])
     try:
         flow = build_flow(name, dim=config["dim"], context_dim=config["context_dim"],
                           base=config["base"], **hyper)
@@ -401,219 +394,49 @@ def load(
     return _rebuild_wrapper(wrapper, flow, path, model, model_args, model_kwargs or {})
 
 
-# ------------------------------------------------------------------------------ priors, guides
-def _optional_class(module: str, name: str) -> type | None:
-    # priors/guides import heavy Pyro pieces; io must not depend on them being importable.
+# ------------------------------------------------------------------------------ saveable objects
+# Objects built around a flow (a prior, a guide, an estimator) describe and rebuild themselves:
+#   obj.to_checkpoint() -> {"flow": Flow, "object": {"type": str, ...plain values/tensors}}
+#   cls.from_checkpoint(flow, record, *, model, model_args, model_kwargs, path) -> obj
+# io records the class's import path beside the record and imports it back on load, so io
+# itself names no class of a higher layer. Files of flowinfer 0.1 name only the type.
+_LEGACY_CLASSES = {"FlowPrior": "flowinfer.vae.prior:FlowPrior",
+                   "AutoFlow": "flowinfer.inference.autoflow:AutoFlow"}
+
+
+def _describe_wrapper(obj: Any) -> tuple[Flow, dict[str, Any] | None]:
+    """The flow to store and, for an object built around one, what rebuilds it."""
+    if isinstance(obj, Flow) or not callable(getattr(obj, "to_checkpoint", None)):
+        return obj, None
+    described = obj.to_checkpoint()
+    record = dict(described["object"])
+    record["class"] = f"{type(obj).__module__}:{type(obj).__qualname__}"
+    return described["flow"], record
+
+
+def _saved_class(record: dict[str, Any], path: PathLike) -> type:
     import importlib
 
+    where = record.get("class") or _LEGACY_CLASSES.get(record.get("type"))
+    if not isinstance(where, str) or not where.startswith("flowinfer.") or ":" not in where:
+        raise ValueError(f"{path}: unknown saved object type {record.get('type')!r}; "
+                         "upgrade flowinfer")
+    module, name = where.split(":", 1)
     try:
-        return getattr(importlib.import_module(module), name)
+        cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
-        return None
+        raise ValueError(f"{path}: the saved object's class {where} is not in this flowinfer "
+                         "version; upgrade flowinfer") from None
+    if not callable(getattr(cls, "from_checkpoint", None)):
+        raise ValueError(f"{path}: {where} cannot be rebuilt from a checkpoint")
+    return cls
 
 
-def _describe_wrapper(obj: Any) -> dict[str, Any] | None:
-    """What rebuilds a FlowPrior or AutoFlow around its flow; None for anything else."""
-    if isinstance(obj, Flow):
-        return None
-    prior_cls = _optional_class("flowinfer.vae.prior", "FlowPrior")
-    if prior_cls is not None and isinstance(obj, prior_cls):
-        return {"type": "FlowPrior"}
-    guide_cls = _optional_class("flowinfer.guides", "AutoFlow")
-    if guide_cls is not None and isinstance(obj, guide_cls):
-        if not isinstance(getattr(obj, "flow", None), Flow):
-            raise ValueError(
-                "the AutoFlow guide has no parameters yet: call it once (or take one SVI "
-                "step) before saving it"
-            )
-        options = obj.options
-        if not isinstance(options["flow"], str):
-            raise ValueError("only AutoFlow guides built with a flow name can be saved; "
-                             "this one was given a flow factory")
-        return {
-            "type": "AutoFlow",
-            "options": _to_plain({"init_scale": options["init_scale"],
-                                  "scale": options["scale"]},
-                                 "guide options", allow_tensors=False),
-            "state_dict": {k: v.detach() for k, v in obj.state_dict().items()},
-        }
-    return None
-
-
-def _rebuild_wrapper(wrapper: dict[str, Any], flow: Flow, path: PathLike, model: Any,
+def _rebuild_wrapper(record: dict[str, Any], flow: Flow, path: PathLike, model: Any,
                      model_args: tuple, model_kwargs: dict[str, Any]) -> Any:
-    kind = wrapper.get("type") if isinstance(wrapper, dict) else None
-    if kind == "FlowPrior":
-        if model is not None:
-            raise ValueError(f"model= was given but {path} holds a FlowPrior, not a guide")
-        prior_cls = _optional_class("flowinfer.vae.prior", "FlowPrior")
-        return prior_cls(flow.dim, flow=flow).eval()
-    if kind == "AutoFlow":
-        if model is None or not callable(model):
-            raise ValueError(
-                f"{path} holds an AutoFlow guide: pass model=<the Pyro model> (and model_args "
-                "for its first call) to fi.load; fi.io.from_checkpoint(fi.io.load_checkpoint"
-                "(path)) gives its flow alone"
-            )
-        if not isinstance(model_args, tuple):
-            raise TypeError(f"model_args must be a tuple, got {type(model_args).__name__}")
-        import pyro.poutine as poutine
-
-        guide_cls = _optional_class("flowinfer.guides", "AutoFlow")
-        config, options = flow.config, wrapper.get("options", {})
-        # warm_start=None: the saved state (Laplace buffers included) replaces any start.
-        guide = guide_cls(model, flow=config["name"], init_scale=options["init_scale"],
-                          scale=options["scale"], warm_start=None,
-                          **_from_plain(config["hyper"]))
-        with poutine.block():
-            guide(*model_args, **model_kwargs)
-        try:
-            guide.load_state_dict(wrapper["state_dict"])
-        except RuntimeError as err:
-            detail = " ".join(str(err).split())
-            raise ValueError(f"{path}: the saved guide does not fit this model: {detail}"
-                             ) from None
-        return guide
-    raise ValueError(f"{path}: unknown saved object type {kind!r}; upgrade flowinfer")
-
-
-# ------------------------------------------------------------------------------ resuming
-_TRAINING = "fit_density"
-
-
-def check_checkpoint_paths(checkpoint: Any, resume: Any) -> None:
-    """Check ``fit_density``'s ``checkpoint=``/``resume=`` before any training happens."""
-    if checkpoint is not None:
-        path = _check_path(checkpoint, "checkpoint")
-        folder = path.parent if str(path.parent) else Path(".")
-        if not folder.is_dir():
-            raise ValueError(f"checkpoint={str(path)!r}: folder {str(folder)!r} does not exist")
-        if path.is_dir():
-            raise ValueError(f"checkpoint={str(path)!r} is a folder; give a file name")
-    if resume is not None:
-        path = _check_path(resume, "resume")
-        if not path.is_file():
-            raise ValueError(f"resume={str(path)!r}: no such checkpoint file")
-
-
-def save_training_state(
-    path: PathLike,
-    flow: Flow,
-    *,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    generator: torch.Generator,
-    epoch: int,
-    seed: int,
-    n_rows: int,
-    history: dict[str, list[float]],
-    best: Any,
-    since_best: int,
-) -> Path:
-    """Checkpoint a ``fit_density`` run after ``epoch`` so it can resume (``resume=path``).
-
-    The file is an ordinary checkpoint (:func:`load` gives the flow with the parameters of
-    the last finished epoch); its ``extra["training"]`` holds the optimizer and scheduler
-    states, the shuffling generator's state, the history, the best parameters so far and
-    the early-stopping counter. Written atomically, like :func:`save`.
-    """
-    training = {
-        "kind": _TRAINING,
-        "epoch": int(epoch),
-        "seed": int(seed),
-        "n_rows": int(n_rows),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": None if scheduler is None else scheduler.state_dict(),
-        "generator": generator.get_state(),
-        "history": {k: [float(v) for v in vals] for k, vals in history.items()},
-        # BestState keeps its copy privately; resuming must carry it over.
-        "best_loss": float(best.loss),
-        "best_step": best.step,
-        "best_state": {k: v.detach() for k, v in best._state.items()},
-        "since_best": int(since_best),
-    }
-    return save(flow, path, extra={"training": training})
-
-
-def read_training_state(path: PathLike, flow: Flow) -> dict[str, Any]:
-    """Read the training state of a checkpoint written by ``fit_density(checkpoint=...)``.
-
-    Checks that the checkpoint describes the same flow (registry name, dimensions and
-    hyper-parameters) as ``flow`` and loads it onto ``flow``'s device; returns the
-    ``extra["training"]`` dictionary (see :func:`save_training_state`).
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: unreadable file, a checkpoint without training state (written by
-            :func:`save` rather than by ``fit_density``), or one of a different flow.
-    """
-    path = _check_path(path, "resume")
-    checkpoint = load_checkpoint(path, map_location=flow.base_loc.device)
-    training = checkpoint["extra"].get("training")
-    if not isinstance(training, dict) or training.get("kind") != _TRAINING:
-        raise ValueError(
-            f"resume={str(path)!r} holds no fit_density training state (it was written by "
-            "fi.save, not by fit_density(checkpoint=...)); load it with fi.load instead"
-        )
-    if flow.config is None:
-        raise ValueError("resume needs a flow built with fi.build_flow (flow.config is None)")
-    mine = _to_plain(dict(flow.config), "flow.config", allow_tensors=False)
-    if mine != checkpoint["config"]:
-        raise ValueError(
-            f"resume={str(path)!r} was written for a different flow: checkpoint config "
-            f"{checkpoint['config']}, this flow's config {mine}"
-        )
-    training["state_dict"] = checkpoint["state_dict"]
-    return training
-
-
-def restore_training_state(
-    training: dict[str, Any],
-    flow: Flow,
-    *,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    generator: torch.Generator,
-    n_rows: int,
-    history: dict[str, list[float]],
-    best: Any,
-) -> tuple[int, int]:
-    """Put a run back where :func:`save_training_state` left it.
-
-    Returns:
-        ``(first_epoch, since_best)``: the epoch to continue from and the early-stopping
-        counter.
-
-    Raises:
-        ValueError: the data has a different number of training rows than the saved run, or
-            the saved states do not fit the optimizer/scheduler.
-    """
-    if training["n_rows"] != n_rows:
-        raise ValueError(
-            f"resume: the checkpoint was written for {training['n_rows']} training rows, this "
-            f"run has {n_rows}; resume with the same data, val_fraction and val_data"
-        )
-    if (training["scheduler"] is None) != (scheduler is None):
-        raise ValueError("resume: the checkpoint was written with a different schedule")
-    try:
-        flow.load_state_dict(training["state_dict"])
-        optimizer.load_state_dict(_from_plain_keep_lists(training["optimizer"]))
-        if scheduler is not None:
-            scheduler.load_state_dict(training["scheduler"])
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise ValueError(f"resume: the saved training state does not fit this run: {err}"
-                         ) from None
-    generator.set_state(training["generator"].to("cpu"))
-    for key, values in training["history"].items():
-        history.setdefault(key, [])[:] = values
-    best.loss = training["best_loss"]
-    best.step = training["best_step"]
-    best._state = {k: v.clone() for k, v in training["best_state"].items()}
-    return training["epoch"] + 1, training["since_best"]
-
-
-def _from_plain_keep_lists(state: dict[str, Any]) -> dict[str, Any]:
-    # torch's optimizers want betas as a tuple (the checkpoint stores every tuple as a list).
-    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()}
-              for g in state["param_groups"]]
-    return {"state": state["state"], "param_groups": groups}
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: the saved object record is not a dictionary")
+    if not isinstance(model_args, tuple):
+        raise TypeError(f"model_args must be a tuple, got {type(model_args).__name__}")
+    return _saved_class(record, path).from_checkpoint(
+        flow, record, model=model, model_args=model_args, model_kwargs=model_kwargs, path=path)

@@ -285,7 +285,10 @@ def test_example_runs_under_torchrun(tmp_path):
 def test_global_batch_must_split_evenly_over_ranks():
     flow = fi.build_flow("realnvp", dim=2, num_layers=1, hidden=(8,))
     with OneProcessGroup():
-        parallel = fd.training_context(flow, True)
+        from flowinfer.train.losses import MaximumLikelihood
+        from flowinfer.train.strategy import training_strategy
+
+        parallel = training_strategy(MaximumLikelihood(flow), [flow], True)
         parallel.world_size = 4  # as on a 4-rank run; only the arithmetic is exercised
         with pytest.raises(ValueError, match=r"divisible by the number of ranks \(4\), got 6"):
             parallel.local_batch(6)

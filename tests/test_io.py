@@ -368,7 +368,7 @@ def test_resume_errors(tmp_path):
     with pytest.raises(ValueError, match="different schedule"):
         _fit(_fresh(), resume=ckpt, schedule=None)
     plain = fi.save(_fresh(), tmp_path / "plain.pt")
-    with pytest.raises(ValueError, match="holds no fit_density training state"):
+    with pytest.raises(ValueError, match="holds no training state"):
         _fit(_fresh(), resume=plain)
 
 

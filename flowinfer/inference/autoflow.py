@@ -35,6 +35,8 @@ from pyro.nn import PyroParam
 from torch import Tensor, nn
 from torch.distributions import biject_to
 
+from flowinfer.flow import Flow
+from flowinfer.inference.potential import ModelPotential
 from flowinfer.inference.sites import (
     _SCALES,
     _WARM_START_DRAWS,
@@ -45,6 +47,7 @@ from flowinfer.inference.sites import (
     _make_flow,
     _raise_if_discrete,
 )
+from flowinfer.io import from_plain
 
 __all__ = ['AutoFlow']
 
@@ -154,6 +157,52 @@ class AutoFlow(AutoContinuous):
         return {"flow": self._flow_arg, "init_scale": self._init_scale,
                 "scale": self._scale_kind, "warm_start": self._warm_start}
 
+    def to_checkpoint(self) -> dict[str, Any]:
+        """Its flow and what rebuilds the guide around it (used by ``fi.save``)."""
+        if not isinstance(getattr(self, "flow", None), Flow):
+            raise ValueError(
+                "the AutoFlow guide has no parameters yet: call it once (or take one SVI "
+                "step) before saving it"
+            )
+        if not isinstance(self._flow_arg, str):
+            raise ValueError("only AutoFlow guides built with a flow name can be saved; "
+                             "this one was given a flow factory")
+        return {"flow": self.flow, "object": {
+            "type": "AutoFlow",
+            "options": {"init_scale": float(self._init_scale), "scale": self._scale_kind},
+            "state_dict": {k: v.detach() for k, v in self.state_dict().items()},
+        }}
+
+    @classmethod
+    def from_checkpoint(cls, flow: Flow, record: dict[str, Any], *, model: Any = None,
+                        model_args: tuple = (), model_kwargs: dict | None = None,
+                        path: Any = "<checkpoint>") -> AutoFlow:
+        """Rebuild a saved guide around ``model`` (used by ``fi.load``).
+
+        The guide is called once with ``model_args``/``model_kwargs`` to create its
+        parameters, which then receive the saved values; no warm start runs.
+        """
+        if model is None or not callable(model):
+            raise ValueError(
+                f"{path} holds an AutoFlow guide: pass model=<the Pyro model> (and model_args "
+                "for its first call) to fi.load; fi.io.from_checkpoint(fi.io.load_checkpoint"
+                "(path)) gives its flow alone"
+            )
+        config, options = flow.config, record.get("options", {})
+        hyper = from_plain(config["hyper"])
+        # warm_start=None: the saved state (Laplace buffers included) replaces any start.
+        guide = cls(model, flow=config["name"], init_scale=options["init_scale"],
+                    scale=options["scale"], warm_start=None, **hyper)
+        with poutine.block():
+            guide(*model_args, **(model_kwargs or {}))
+        try:
+            guide.load_state_dict(record["state_dict"])
+        except RuntimeError as err:
+            detail = " ".join(str(err).split())
+            raise ValueError(f"{path}: the saved guide does not fit this model: {detail}"
+                             ) from None
+        return guide
+
     # ------------------------------------------------------------------ setup
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         name = type(self).__name__
@@ -237,25 +286,15 @@ class AutoFlow(AutoContinuous):
         """
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
+        return self._potential(args, kwargs).log_prob
 
-        def log_joint(u: Tensor) -> Tensor:
-            trace, log_det = self._conditioned_trace(u, args, kwargs)
-            return trace.log_prob_sum() + log_det
-
-        return log_joint
+    def _potential(self, args: tuple, kwargs: dict) -> ModelPotential:
+        """The model's potential over this guide's packed latent vector."""
+        return ModelPotential.from_trace(self.model, self.prototype_trace, args, kwargs)
 
     def _conditioned_trace(self, u: Tensor, args: tuple, kwargs: dict) -> tuple[Any, Tensor]:
         """The model's trace at the packed unconstrained ``u``, and ``log|dz/du|``."""
-        values, log_det = {}, u.new_zeros(())
-        for site, u_site in self._unpack_latent(u):
-            transform = biject_to(site["fn"].support)
-            value = transform(u_site)
-            values[site["name"]] = value
-            log_det = log_det + transform.log_abs_det_jacobian(u_site, value).sum()
-        with poutine.block():
-            trace = poutine.trace(poutine.condition(self.model, data=values)).get_trace(
-                *args, **kwargs)
-        return trace, log_det
+        return self._potential(args, kwargs).conditioned_trace(u)
 
     def _laplace_warm_start(self, args: tuple, kwargs: dict, init: Tensor
                             ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:

@@ -116,5 +116,17 @@ class FlowPrior(nn.Module):
         """Prior draws of shape ``sample_shape + (dim,)``, without gradients."""
         return self.flow.sample(sample_shape)
 
+    def to_checkpoint(self) -> dict[str, Any]:
+        """Its flow and what rebuilds the prior around it (used by ``fi.save``)."""
+        return {"flow": self.flow, "object": {"type": "FlowPrior"}}
+
+    @classmethod
+    def from_checkpoint(cls, flow: Flow, record: dict[str, Any], *, model: Any = None,
+                        path: Any = "<checkpoint>", **_: Any) -> FlowPrior:
+        """Rebuild a saved prior around its loaded ``flow`` (used by ``fi.load``)."""
+        if model is not None:
+            raise ValueError(f"model= was given but {path} holds a FlowPrior, not a guide")
+        return cls(flow.dim, flow=flow).eval()
+
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
