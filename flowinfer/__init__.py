@@ -35,6 +35,7 @@ _LAZY = {
     "diagnose": "flowinfer.diagnostics",
     "to_inference_data": "flowinfer.diagnostics",
     "neutra_mcmc": "flowinfer.diagnostics",
+    "infer": "flowinfer.inference.workflow",
     "FlowPrior": "flowinfer.vae.prior",
     "AmortizedFlowPosterior": "flowinfer.amortized",
     "iwae_bound": "flowinfer.amortized",

@@ -249,7 +249,7 @@ class AutoFlow(AutoContinuous):
 
         def taken(prefix: str) -> bool:
             return any(key.startswith(prefix + ".") and id(store._params[key]) not in mine
-                       for key in store.keys())
+                       for key in store.keys())  # noqa: SIM118 - not a dict
 
         if not taken(self._pyro_name):
             return
@@ -342,9 +342,11 @@ class AutoFlow(AutoContinuous):
                  for name, (m, tril) in candidates.items()}
         chosen = max(elbos, key=elbos.get)
         message = start.message
-        if not math.isfinite(elbos[chosen]):
+        bad = [name for name, value in elbos.items() if not math.isfinite(value)]
+        if bad:
             message = (message + "; " if message else "") + (
-                "every candidate start has a non-finite ELBO on the test draws; kept init")
+                f"candidate(s) {bad} have a non-finite ELBO: the model raised or returned "
+                "NaN/-inf at some of their test draws")
         self.warm_start_info = {"chosen": chosen, "elbo": elbos,
                                 "log_joint_at_mode": start.log_density,
                                 "evaluations": start.evaluations, "message": message}

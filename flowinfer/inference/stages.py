@@ -1,0 +1,595 @@
+"""The stages of ``fi.infer``: mode search, flow VI per mode, importance checks, output/NUTS.
+
+Each stage is a method of :class:`Probe`, which holds the model, its arguments and a probe
+guide whose packing of the latent sites (``AutoContinuous`` order) every stage shares.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer.autoguide.initialization import InitMessenger, init_to_value
+from torch import Tensor
+from torch.distributions import biject_to
+
+from flowinfer.inference.autoflow import AutoFlow
+from flowinfer.inference.evidence import importance_summary
+from flowinfer.inference.groups import build_inference_data
+from flowinfer.inference.importance import importance_draws
+from flowinfer.inference.laplace import safe_log_density
+from flowinfer.inference.modes import ModeSearch, find_modes
+from flowinfer.inference.sites import init_to_median_or_zero
+
+__all__ = ["Options", "Probe", "check_model"]
+
+
+@dataclass
+class Options:
+    """``fi.infer``'s checked options (see its docstring)."""
+
+    num_draws: int
+    num_chains: int
+    route: str
+    flow: Any
+    flow_options: dict
+    num_starts: int
+    max_modes: int
+    max_vi_steps: int
+    num_particles: int
+    lr: float
+    check_draws: int
+    khat_threshold: float
+    min_ess: int
+    warmup: int
+    kernel: str
+    posterior_predictive: bool
+    progress: bool
+
+    @property
+    def draws_per_chain(self) -> int:
+        return -(-self.num_draws // self.num_chains)
+
+
+def _is_flat(fn: Any) -> bool:
+    return isinstance(fn, dist.ImproperUniform) or isinstance(
+        getattr(fn, "base_dist", None), dist.ImproperUniform)
+
+
+def check_model(model: Callable, args: tuple, kwargs: dict) -> None:
+    """Fail early, in ``fi.infer``'s words, on what it cannot handle."""
+    try:
+        with torch.no_grad(), poutine.block():
+            trace = poutine.trace(InitMessenger(init_to_median_or_zero)(model)).get_trace(
+                *args, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"calling the model with the given arguments failed: {e}") from e
+    latent = [(name, site) for name, site in trace.iter_stochastic_nodes()
+              if not site["infer"].get("is_auxiliary", False)
+              and type(site["fn"]).__name__ != "_Subsample"]
+    discrete = [name for name, site in latent
+                if getattr(site["fn"].support, "is_discrete", False)]
+    if discrete:
+        raise ValueError(
+            f"fi.infer handles continuous latent sites only; the model has discrete latent "
+            f"site(s) {discrete}. Marginalise them out (@pyro.infer.config_enumerate with "
+            "TraceEnum_ELBO, or Pyro's NUTS, which enumerates them), or sum them out by hand "
+            "in the model.")
+    if not latent:
+        raise ValueError("the model has no latent sample sites: nothing to infer")
+    subsampled = [name for name, site in trace.nodes.items() if site["type"] == "sample"
+                  for f in site.get("cond_indep_stack", ())
+                  if f.full_size is not None and f.full_size != f.size]
+    if subsampled:
+        raise ValueError(
+            f"fi.infer needs the full data, but plates subsample at site(s) "
+            f"{sorted(set(subsampled))}: importance weights and NUTS need the exact log "
+            "density. Drop subsample/subsample_size, or fit fi.AutoFlow with SVI.")
+
+
+def _prior_or_flat(site: dict) -> Tensor:
+    # A prior draw; flat (ImproperUniform) sites get a wide draw in unconstrained space.
+    fn = site["fn"]
+    if _is_flat(fn):
+        transform = biject_to(fn.support)
+        shape = transform.inverse_shape(fn.shape())
+        return transform(2.0 * torch.randn(shape, dtype=torch.get_default_dtype()))
+    return fn.sample().detach()
+
+
+#: A mode the guide misses is reported when it holds more than this share of the mass.
+_MISSED_SHARE = 0.01
+#: Fits below this share of the importance weight get no NUTS chains.
+_MIN_SHARE = 0.05
+#: Importance ESS below which NUTS is preconditioned by a fit's unweighted draws.
+_MIN_COV_ESS = 100.0
+#: Draws from each found mode's Laplace Gaussian for the missed-mass check.
+_MODE_DRAWS = 32
+#: Steps per window of the plateau test, and the fewest steps before it may stop.
+_WINDOW = 50
+_MIN_STEPS = 200
+
+
+class PlateauTest:
+    """Stop when the ELBO stopped improving: a two-window test on the raw per-step losses.
+
+    Every ``_WINDOW`` steps the mean loss of the last window is compared with the one
+    before; when the decrease is below two standard errors of the difference (the windows'
+    own spread) ``patience`` windows in a row, further steps buy less than the estimate's
+    noise. The loop's own patience (on its smoothed loss) stays as a backstop.
+    """
+
+    def __init__(self, window: int = _WINDOW, min_steps: int = _MIN_STEPS,
+                 patience: int = 2) -> None:
+        self.window, self.min_steps, self.patience = window, min_steps, patience
+        self.losses: list[float] = []
+        self.flat = 0
+
+    def __call__(self, step: int, info: dict) -> bool:
+        self.losses.append(float(info["loss"]))
+        n = len(self.losses)
+        if n < max(self.min_steps, 2 * self.window) or n % self.window:
+            return False
+        prev = np.asarray(self.losses[-2 * self.window:-self.window])
+        last = np.asarray(self.losses[-self.window:])
+        prev, last = prev[np.isfinite(prev)], last[np.isfinite(last)]
+        if prev.size < 5 or last.size < 5:
+            return False
+        se = math.sqrt(prev.var(ddof=1) / prev.size + last.var(ddof=1) / last.size)
+        self.flat = self.flat + 1 if prev.mean() - last.mean() < 2.0 * se else 0
+        return self.flat >= self.patience
+
+
+@dataclass
+class GuideFit:
+    guide: AutoFlow
+    result: Any
+    summary: str
+
+
+@dataclass
+class CheckResult:
+    khat: float
+    ess: float
+    passed: bool
+    missed_mass: list[str]
+    log_weights: Tensor                 # (N,) mixture log weights
+    unconstrained: Tensor               # (N, d)
+    component: Tensor                   # (N,) which guide drew each draw
+    posterior: dict[str, Tensor]        # latent + deterministic sites, (N, ...)
+    component_summaries: list[Any] = field(default_factory=list)
+    mode_shares: list[float] = field(default_factory=list)
+
+
+class Probe:
+    """Model, arguments and the latent packing shared by the stages."""
+
+    def __init__(self, model: Callable, args: tuple, kwargs: dict, opts: Options) -> None:
+        self.model, self.args, self.kwargs, self.opts = model, args, kwargs, opts
+        self.guide = AutoFlow(model, flow=opts.flow, init_loc_fn=init_to_median_or_zero,
+                              warm_start=None, **opts.flow_options)
+        with torch.no_grad():
+            self.guide(*args, **kwargs)
+        self.sites = [(name, site) for name, site in
+                      self.guide.prototype_trace.iter_stochastic_nodes()]
+        self.dim = self.guide.latent_dim
+        self.log_joint = safe_log_density(self.guide.unconstrained_log_joint(*args, **kwargs))
+
+    # ------------------------------------------------------------------ packing
+    def pack(self, values: dict[str, Tensor], batch: int | None = None) -> Tensor:
+        """Constrained site values -> unconstrained vectors (``(batch, d)`` or ``(d,)``)."""
+        parts = []
+        for name, site in self.sites:
+            u = biject_to(site["fn"].support).inv(values[name])
+            parts.append(u.reshape(-1) if batch is None else u.reshape(batch, -1))
+        return torch.cat(parts, dim=-1)
+
+    def unpack(self, u: Tensor) -> dict[str, Tensor]:
+        return {site["name"]: biject_to(site["fn"].support)(part)
+                for site, part in self.guide._unpack_latent(u)}
+
+    # ------------------------------------------------------------------ stage 1
+    def starts(self) -> list[tuple[str, Tensor]]:
+        points = [("median", self.guide.loc.detach().clone())]
+        i = 0
+        while len(points) < self.opts.num_starts:
+            i += 1
+            if i % 2:  # a prior draw
+                try:
+                    with torch.no_grad(), poutine.block():
+                        trace = poutine.trace(InitMessenger(_prior_or_flat)(self.model)
+                                              ).get_trace(*self.args, **self.kwargs)
+                    u = self.pack({n: trace.nodes[n]["value"] for n, _ in self.sites})
+                except Exception:  # noqa: BLE001 - a prior draw the model rejects: skip it
+                    u = None
+                name = f"prior{(i + 1) // 2}"
+            else:  # Stan's default: uniform on [-2, 2] in the unconstrained space
+                u = 4.0 * torch.rand(self.dim, dtype=self.guide.loc.dtype) - 2.0
+                name = f"uniform{i // 2}"
+            if u is not None and bool(torch.isfinite(u).all()):
+                points.append((name, u.to(self.guide.loc)))
+            if i > 4 * self.opts.num_starts:
+                break
+        return points
+
+    def search_modes(self) -> ModeSearch:
+        return find_modes(self.log_joint, self.starts(), max_modes=self.opts.max_modes)
+
+    # ------------------------------------------------------------------ stage 2
+    def fit_guides(self, search: ModeSearch) -> list[GuideFit]:
+        from flowinfer.inference.elbo import ELBOLoss
+        from flowinfer.train import fit
+
+        opts = self.opts
+        locs = [m.loc for m in search.modes] or [
+            search.best_point if search.best_point is not None else self.guide.loc.detach()]
+        fits = []
+        for k, loc in enumerate(locs):
+            values = {n: v.detach() for n, v in self.unpack(loc).items()}
+            guide = AutoFlow(self.model, flow=opts.flow,
+                             init_loc_fn=init_to_value(values=values,
+                                                       fallback=init_to_median_or_zero),
+                             warm_start="laplace", **opts.flow_options)
+            loss = ELBOLoss(self.model, guide, self.args, self.kwargs,
+                                   opts.num_particles)
+            result = fit(loss, steps=opts.max_vi_steps, lr=opts.lr, schedule="plateau",
+                         eval_every=_WINDOW, patience=4, on_non_finite="recover",
+                         clip_grad=10.0, progress_bar=opts.progress,
+                         callback=PlateauTest(), desc=f"flow VI (mode {k + 1}/{len(locs)})")
+            warm = (guide.warm_start_info or {}).get("chosen", "none")
+            summary = (f"mode {k + 1}: {len(result.history['loss'])} steps "
+                       f"({result.stop_reason}), -ELBO {result.best_loss:.3f}, "
+                       f"warm start {warm}, {result.wall_time:.1f} s")
+            fits.append(GuideFit(guide, result, summary))
+        return fits
+
+    def fit_broad(self) -> GuideFit:
+        """One more guide, from the prior median with a wide plain start (no Laplace).
+
+        A mode can be a poor summary of the posterior: the neck of a funnel (the density's
+        maximum, where almost no mass is) attracts every start of the mode search, and a
+        Laplace start there keeps VI in the neck. This fit starts where the prior is and
+        lets the flow find the mass; pooled with the others, the importance weights decide
+        how much each fit's draws count.
+        """
+        from flowinfer.inference.elbo import ELBOLoss
+        from flowinfer.train import fit
+
+        opts = self.opts
+        guide = AutoFlow(self.model, flow=opts.flow, init_loc_fn=init_to_median_or_zero,
+                         init_scale=1.0, warm_start=None, **opts.flow_options)
+        loss = ELBOLoss(self.model, guide, self.args, self.kwargs, opts.num_particles)
+        result = fit(loss, steps=opts.max_vi_steps, lr=2 * opts.lr, schedule="plateau",
+                     eval_every=_WINDOW, patience=4, on_non_finite="recover", clip_grad=10.0,
+                     progress_bar=opts.progress, callback=PlateauTest(),
+                     desc="flow VI (broad start)")
+        summary = (f"broad start: {len(result.history['loss'])} steps ({result.stop_reason}), "
+                   f"-ELBO {result.best_loss:.3f}, {result.wall_time:.1f} s")
+        return GuideFit(guide, result, summary)
+
+    # ------------------------------------------------------------------ stage 3
+    @torch.no_grad()
+    def _log_q(self, fits: list[GuideFit], u: Tensor) -> Tensor:
+        """``(K, N)`` log densities of each guide at unconstrained points ``u``."""
+        rows = []
+        for f in fits:
+            posterior = f.guide.get_posterior(*self.args, **self.kwargs)
+            rows.append(posterior.log_prob(u))
+        return torch.stack(rows)
+
+    @torch.no_grad()
+    def check(self, fits: list[GuideFit], search: ModeSearch) -> CheckResult:
+        opts = self.opts
+        k_total = len(fits)
+        per = -(-opts.check_draws // k_total)
+        lws, us, posts, comps, summaries = [], [], [], [], []
+        for k, f in enumerate(fits):
+            lw, post = self.draws(f.guide, per)
+            lw = torch.nan_to_num(lw.double(), nan=-math.inf, posinf=-math.inf)
+            lws.append(lw)
+            us.append(self.pack(post, batch=per))
+            posts.append(post)
+            comps.append(torch.full((per,), k))
+            summaries.append(_safe_summary(lw))
+        u = torch.cat(us)
+        component = torch.cat(comps)
+        posterior = {n: torch.cat([p[n] for p in posts]) for n in posts[0]}
+        lw = torch.cat(lws)
+        log_mix = None
+        if k_total > 1:
+            # Balance heuristic: the pooled draws come from the mixture sum_k q_k / K.
+            log_q = self._log_q(fits, u).double()
+            own = log_q[component, torch.arange(u.shape[0])]
+            log_mix = torch.logsumexp(log_q, 0) - math.log(k_total)
+            lw = torch.where(torch.isfinite(lw), lw + own - log_mix, lw)
+            lw = torch.nan_to_num(lw, nan=-math.inf, posinf=-math.inf)
+        summary = _safe_summary(lw)
+        missed = self._missed_modes(fits, search, lw)
+        shares = []
+        if k_total > 1 and bool(torch.isfinite(lw).any()):
+            w = torch.softmax(lw, 0)
+            shares = [float(w[component == k].sum()) for k in range(k_total)]
+        passed = (summary.khat < opts.khat_threshold and summary.ess >= opts.min_ess
+                  and not missed)
+        return CheckResult(summary.khat, summary.ess, passed, missed, lw, u, component,
+                           posterior, summaries, shares)
+
+    @torch.no_grad()
+    def draws(self, guide: Any, n: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """``n`` guide draws and their log weights ``log p~(u) - log q(u)``.
+
+        Vectorized over draws when the model broadcasts over a leading dimension, else one
+        model evaluation per draw.
+        """
+        try:
+            lw, post, _ = importance_draws(self.model, guide, *self.args, num_samples=n,
+                                           **self.kwargs)
+            return lw, post
+        except Exception:  # noqa: BLE001 - the model does not vectorize: one draw at a time
+            posterior = guide.get_posterior(*self.args, **self.kwargs)
+            u = posterior.sample((n,))
+            log_q = posterior.log_prob(u)
+            log_p = torch.stack([self.log_joint(row).reshape(()) for row in u])
+            values = self.unpack(u)
+            return (log_p - log_q), {k: v.reshape((n,) + self._shape(k)) for k, v in
+                                     values.items()}
+
+    def _shape(self, name: str) -> tuple[int, ...]:
+        return tuple(dict(self.sites)[name]["value"].shape)
+
+    def _missed_modes(self, fits: list[GuideFit], search: ModeSearch, lw: Tensor) -> list[str]:
+        """Modes found in stage 1 around which the guide has (almost) no mass.
+
+        Draws from each mode's Laplace Gaussian are weighed against the guide: where the
+        guide covers the mode their log weights ``log p - log q`` look like the guide's own
+        draws'; where it misses the mode, ``q`` is tiny there and the weights are huge.
+        The median over ``_MODE_DRAWS`` such draws (robust to one sharp peak) must not exceed
+        the largest weight among the guide's draws by more than a factor of 10.
+        """
+        finite = lw[torch.isfinite(lw)]
+        if not search.all_modes or finite.numel() == 0:
+            return []
+        top = float(finite.max())
+        log_z = float(torch.logsumexp(finite, 0)) - math.log(lw.numel())
+        missed = []
+        for mode in search.all_modes:
+            eps = torch.randn(_MODE_DRAWS, self.dim, dtype=mode.loc.dtype)
+            points = mode.loc + eps @ mode.scale_tril.T
+            log_p = torch.stack([self.log_joint(row).reshape(()) for row in points]).double()
+            log_q = self._log_q(fits, points).double()
+            log_mix = torch.logsumexp(log_q, 0) - math.log(len(fits))
+            lw_mode = torch.nan_to_num(log_p - log_mix, nan=-math.inf)
+            median = float(lw_mode.median())
+            # The mass around the mode, by importance sampling from its Laplace Gaussian: a
+            # sharp maximum that holds almost nothing (a funnel's neck) is not a miss.
+            laplace = dist.MultivariateNormal(mode.loc, scale_tril=mode.scale_tril)
+            log_mass = float(torch.logsumexp(torch.nan_to_num(
+                log_p - laplace.log_prob(points).double(), nan=-math.inf), 0)) - math.log(
+                _MODE_DRAWS)
+            share = 1.0 / (1.0 + math.exp(min(700.0, log_z - log_mass)))
+            if median > top + math.log(10.0) and share > _MISSED_SHARE:
+                missed.append(f"mode reached from start(s) {','.join(mode.starts)}: median "
+                              f"log weight {median:.1f} > the draws' max {top:.1f}, about "
+                              f"{100 * share:.0f}% of the mass")
+        return missed
+
+    # ------------------------------------------------------------------ stage 4a: VI draws
+    def vi_result(self, check: CheckResult, info: dict):
+        import arviz as az
+
+        opts = self.opts
+        total = opts.draws_per_chain * opts.num_chains
+        lw = check.log_weights.numpy()
+        finite = np.isfinite(lw)
+        smoothed = np.full_like(lw, -np.inf)
+        if finite.sum() >= 5:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                smoothed[finite], _ = az.psislw(lw[finite].copy())
+        else:
+            smoothed = lw
+        idx = _systematic(torch.as_tensor(smoothed), total)
+        idx = idx[torch.randperm(total)]
+        posterior = {k: v[idx] for k, v in check.posterior.items()}
+        stats = {"log_importance_weight": torch.as_tensor(lw)[idx]}
+        if len(check.mode_shares) > 1:
+            stats["mode"] = check.component[idx]
+        return build_inference_data(self.model, self.args, self.kwargs, posterior,
+                                    opts.num_chains, sample_stats=stats,
+                                    predictive=opts.posterior_predictive)
+
+    # ------------------------------------------------------------------ stage 4b: NUTS
+    def nuts_result(self, fits: list[GuideFit], check: CheckResult):
+        from flowinfer.inference.escalation import (
+            FixedGaussian,
+            affine_map,
+            choose_kernel,
+            guide_map,
+            run_chains,
+        )
+
+        opts = self.opts
+        k_total = len(fits)
+        shares = check.mode_shares or [1.0]
+        chains_per = [opts.num_chains] if k_total == 1 else [
+            max(2, opts.num_chains // k_total)] * k_total
+        potential = self.guide._potential(self.args, self.kwargs)
+
+        def log_density(u: Tensor) -> Tensor:
+            return potential.log_prob(u, safe=True)
+
+        w_all = torch.softmax(check.log_weights, 0)
+        # Fits whose draws carry almost no weight (a funnel's neck, a fit that failed)
+        # get no chains; the others keep their share.
+        keep = [k for k in range(k_total) if shares[k] >= _MIN_SHARE] or [
+            int(np.argmax(shares))]
+        if len(keep) < k_total:
+            total = sum(shares[k] for k in keep)
+            shares = [shares[k] / total for k in keep]
+            chains_per = [opts.num_chains] if len(keep) == 1 else [
+                max(2, opts.num_chains // len(keep))] * len(keep)
+        runs, kernels, reasons = [], [], []
+        for j, k in enumerate(keep):
+            f = fits[k]
+            mine = check.component == k
+            u, w = check.unconstrained[mine], w_all[mine]
+            ess = float(w.sum()) ** 2 / float((w ** 2).sum()) if float(w.sum()) > 0 else 0.0
+            if ess < _MIN_COV_ESS or not bool(torch.isfinite(w).all()):
+                # Too few effective draws for a weighted covariance: the fit's own spread
+                # is the steadier preconditioner.
+                w = torch.ones(u.shape[0], dtype=w.dtype)
+            w = (w / w.sum()).to(u.dtype)
+            mean = (w[:, None] * u).sum(0)
+            centred = u - mean
+            cov = (w[:, None] * centred).T @ centred
+            cov = 0.5 * (cov + cov.T) + 1e-10 * torch.eye(self.dim, dtype=cov.dtype) * (
+                1.0 + cov.diagonal().mean())
+            tril, bad = torch.linalg.cholesky_ex(cov)
+            if int(bad) != 0:
+                tril = torch.diag(cov.diagonal().clamp_min(1e-12).sqrt())
+            kernel, reason = opts.kernel, "chosen by the caller"
+            if kernel == "auto":
+                gauss = FixedGaussian(self.model, mean, tril, init_loc_fn=init_to_median_or_zero)
+                with torch.no_grad():
+                    gauss(*self.args, **self.kwargs)
+                n = min(opts.check_draws, 2000)
+                lw_g, _ = self.draws(gauss, n)
+                g = _safe_summary(torch.nan_to_num(lw_g.double(), nan=-math.inf,
+                                                   posinf=-math.inf))
+                fl = check.component_summaries[k]
+                kernel, reason = choose_kernel(fl.khat, g.khat, fl.ess * n / int(mine.sum()),
+                                               g.ess)
+                if kernel == "neutra":
+                    kernel, reason = self._pilot(log_density, f, u, w, mean, tril, reason)
+            kernels.append(kernel)
+            reasons.append(reason)
+            c = chains_per[j]
+            frozen = [p.requires_grad for p in f.guide.parameters()]
+            f.guide.requires_grad_(False)  # NUTS must not push gradients into the guide
+            try:
+                if kernel == "dense":
+                    pick = torch.multinomial(w.double(), c, replacement=True)
+                    inits = torch.linalg.solve_triangular(
+                        tril, (u[pick] - mean).T, upper=False).T
+                    transform = affine_map(mean, tril)
+                else:
+                    inits = torch.randn(c, self.dim, dtype=u.dtype)
+                    transform = guide_map(f.guide, self.args, self.kwargs)
+                runs.append(run_chains(log_density, transform, inits=inits,
+                                       num_draws=opts.draws_per_chain, warmup=opts.warmup,
+                                       progress=opts.progress))
+            finally:
+                for p, g in zip(f.guide.parameters(), frozen, strict=True):
+                    p.requires_grad_(g)
+        return self._combine(runs, shares, kernels, reasons)
+
+    def _pilot(self, log_density: Callable, fit_: GuideFit, u: Tensor, w: Tensor,
+               mean: Tensor, tril: Tensor, why: str) -> tuple[str, str]:
+        """Measure both kernels on a short chain; the cheaper per iteration wins."""
+        from flowinfer.inference.escalation import affine_map, guide_map, pilot
+
+        pick = torch.multinomial(w.double(), 1)
+        z_dense = torch.linalg.solve_triangular(tril, (u[pick] - mean).T, upper=False).T[0]
+        frozen = [p.requires_grad for p in fit_.guide.parameters()]
+        fit_.guide.requires_grad_(False)
+        try:
+            dense = pilot(log_density, affine_map(mean, tril), z_dense)
+            neutra = pilot(log_density, guide_map(fit_.guide, self.args, self.kwargs),
+                           torch.randn(self.dim, dtype=u.dtype))
+        finally:
+            for p, g in zip(fit_.guide.parameters(), frozen, strict=True):
+                p.requires_grad_(g)
+        # A divergence in the pilot says the kernel cannot follow the geometry at all.
+        cost = {name: t * (10.0 if div else 1.0) for name, (t, div) in
+                (("dense", dense), ("neutra", neutra))}
+        chosen = min(cost, key=cost.get)
+        return chosen, (f"{why}; pilot chains: dense {1e3 * dense[0]:.1f} ms/iteration "
+                        f"({dense[1]} divergences), neutra {1e3 * neutra[0]:.1f} ms/iteration "
+                        f"({neutra[1]} divergences): {chosen} is cheaper")
+
+    def _constrained(self, u: Tensor) -> dict[str, Tensor]:
+        with torch.no_grad():
+            return {k: v.reshape((u.shape[0],) + self._shape(k))
+                    for k, v in self.unpack(u).items()}
+
+    def _combine(self, runs: list, shares: list[float], kernels: list[str],
+                 reasons: list[str]):
+        import arviz as az
+
+        opts = self.opts
+        rhats, bulks, tails = [], [], []
+        for run in runs:
+            if run.num_chains < 2:
+                continue
+            samples = self._constrained(run.unconstrained)
+            ds = az.convert_to_dataset({k: v.reshape((run.num_chains, -1) + v.shape[1:])
+                                        .cpu().numpy() for k, v in samples.items()})
+            rhats.append(float(az.rhat(ds).to_array().max()))
+            bulks.append(float(az.ess(ds, method="bulk").to_array().min()))
+            tails.append(float(az.ess(ds, method="tail").to_array().min()))
+        if len(runs) == 1:
+            run = runs[0]
+            u, diverging, num_chains = run.unconstrained, run.diverging, run.num_chains
+        else:
+            # Separated modes do not mix within a chain: each mode's chains are weighted by
+            # the mode's importance share and pooled into exchangeable pseudo-chains.
+            total = opts.draws_per_chain * opts.num_chains
+            counts = _shares_to_counts(shares, total)
+            parts, divs = [], []
+            for run, c in zip(runs, counts, strict=True):
+                n = run.unconstrained.shape[0]
+                idx = torch.randint(n, (c,)) if c > n else torch.randperm(n)[:c]
+                parts.append(run.unconstrained[idx])
+                divs.append(run.diverging[idx])
+            order = torch.randperm(total)
+            u, diverging = torch.cat(parts)[order], torch.cat(divs)[order]
+            num_chains = opts.num_chains
+        rhat = max(rhats) if rhats else math.nan
+        ess_bulk = (sum(bulks) if len(runs) > 1 else bulks[0]) if bulks else math.nan
+        ess_tail = (sum(tails) if len(runs) > 1 else tails[0]) if tails else math.nan
+        divergences = sum(r.num_divergences for r in runs)
+        passed = rhat < 1.01 and ess_bulk >= opts.min_ess and ess_tail >= opts.min_ess
+        idata = build_inference_data(self.model, self.args, self.kwargs, self._constrained(u),
+                                     num_chains, sample_stats={"diverging": diverging},
+                                     predictive=opts.posterior_predictive)
+        info = {"kernel": kernels[0] if len(set(kernels)) == 1 else ",".join(kernels),
+                "kernel_reason": reasons[0], "rhat_max": rhat, "ess_bulk_min": ess_bulk,
+                "ess_tail_min": ess_tail, "num_divergences": divergences,
+                "checks_passed": bool(passed and divergences == 0),
+                "nuts_time": sum(r.wall_time for r in runs),
+                "step_sizes": [s for r in runs for s in r.step_sizes]}
+        return idata, info
+
+
+def _safe_summary(lw: Tensor):
+    try:
+        return importance_summary(lw)
+    except ValueError:
+        from flowinfer.inference.evidence import ImportanceSummary
+
+        return ImportanceSummary(-math.inf, math.inf, 0.0, 0.0, math.inf, lw.numel())
+
+
+def _systematic(log_weights: Tensor, n: int) -> Tensor:
+    """Systematic resampling: ``n`` indices with counts within one of ``n * w_i``."""
+    w = torch.softmax(log_weights.double(), 0)
+    cum = torch.cumsum(w, 0)
+    cum[-1] = 1.0
+    points = (torch.rand(()) + torch.arange(n, dtype=torch.float64)) / n
+    return torch.searchsorted(cum, points).clamp_max(w.numel() - 1)
+
+
+def _shares_to_counts(shares: list[float], total: int) -> list[int]:
+    raw = [s * total for s in shares]
+    counts = [int(math.floor(r)) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: counts[i] - raw[i])[:total - sum(counts)]:
+        counts[i] += 1
+    return counts
