@@ -33,8 +33,8 @@ def format_report(info: dict) -> str:
     if "khat" in info:
         lines.append(f"  checks     PSIS k-hat {_num(info['khat'])}, importance ESS "
                      f"{_num(info.get('ess'), '.0f')}"
-                     + (f", mode shares {[round(s, 3) for s in info['mode_shares']]}"
-                        if info.get("mode_shares") else ""))
+                     + (f", shares of the fits {[round(s, 3) for s in info['fit_shares']]}"
+                        if info.get("fit_shares") else ""))
     for missed in info.get("missed_mass", []) or []:
         lines.append(f"  MISSED     {missed}")
     if info.get("route") == "nuts":

@@ -264,10 +264,13 @@ class Probe:
         opts = self.opts
         guide = AutoFlow(self.model, flow=opts.flow, init_loc_fn=init_to_median_or_zero,
                          init_scale=1.0, warm_start=None, **opts.flow_options)
-        loss = ELBOLoss(self.model, guide, self.args, self.kwargs, opts.num_particles)
+        # Reached only when the first fits failed the checks: a harder posterior, so twice
+        # the particles and a longer minimum run before the plateau test may stop it.
+        loss = ELBOLoss(self.model, guide, self.args, self.kwargs, 2 * opts.num_particles)
         result = fit(loss, steps=opts.max_vi_steps, lr=2 * opts.lr, schedule="plateau",
                      eval_every=_WINDOW, patience=4, on_non_finite="recover", clip_grad=10.0,
-                     progress_bar=opts.progress, callback=PlateauTest(),
+                     progress_bar=opts.progress,
+                     callback=PlateauTest(min_steps=min(opts.max_vi_steps, 5 * _MIN_STEPS)),
                      desc="flow VI (broad start)")
         summary = (f"broad start: {len(result.history['loss'])} steps ({result.stop_reason}), "
                    f"-ELBO {result.best_loss:.3f}, {result.wall_time:.1f} s")

@@ -23,6 +23,8 @@ from flowinfer.inference.report import format_report
 __all__ = ["infer", "ROUTES"]
 
 ROUTES = ("auto", "vi", "nuts")
+#: Pooled fits whose importance share is below this are dropped before the final checks.
+_NEGLIGIBLE = 0.01
 
 
 def infer(
@@ -101,15 +103,15 @@ def infer(
         latent and deterministic sites), ``sample_stats``, ``log_likelihood`` (per observed
         site and data point), ``observed_data``, ``posterior_predictive`` on request, and
         ``attrs``: ``route``, ``checks_passed``, ``khat``, ``ess``, ``num_modes``,
-        ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min``, ``num_divergences``, ``kernel``,
-        ``timings`` (seconds per stage, JSON) and ``report`` (the printed text).
+        ``fit_shares``, ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min``, ``num_divergences``,
+        ``kernel``, ``timings`` (seconds per stage, JSON) and ``report`` (the printed text).
 
     Raises:
         ValueError: discrete latent sites (with what to do instead), bad option values.
         TypeError: options of the wrong type.
 
     Example:
-        >>> import pyro.distributions as dist
+        >>> import torch, pyro.distributions as dist
         >>> def model(y):
         ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
         ...     pyro.sample("y", dist.Normal(mu, 1.0).expand([len(y)]).to_event(1), obs=y)
@@ -193,7 +195,7 @@ def _run(model: Callable, args: tuple, kwargs: dict, opts: stages.Options) -> di
     check = probe.check(fits, search)
     timings["checks"] = time.perf_counter() - t
     info.update(khat=check.khat, ess=check.ess, missed_mass=check.missed_mass,
-                vi_checks_passed=check.passed, mode_shares=check.mode_shares)
+                vi_checks_passed=check.passed, fit_shares=check.mode_shares)
 
     if not check.passed:
         # Several independent fits are the check that can see mass one fit misses: a
@@ -204,9 +206,14 @@ def _run(model: Callable, args: tuple, kwargs: dict, opts: stages.Options) -> di
         timings["vi"] += time.perf_counter() - t
         t = time.perf_counter()
         check = probe.check(fits, search)
+        if len(check.mode_shares) > 1 and min(check.mode_shares) < _NEGLIGIBLE:
+            # A fit whose draws carry (almost) no weight only dilutes the pooled draws.
+            fits = [f for f, share in zip(fits, check.mode_shares, strict=True)
+                    if share >= _NEGLIGIBLE]
+            check = probe.check(fits, search)
         timings["checks"] += time.perf_counter() - t
         info.update(khat=check.khat, ess=check.ess, missed_mass=check.missed_mass,
-                    vi_checks_passed=check.passed, mode_shares=check.mode_shares)
+                    vi_checks_passed=check.passed, fit_shares=check.mode_shares)
 
     escalate = opts.route == "nuts" or (opts.route == "auto" and not check.passed)
     if not escalate:

@@ -41,7 +41,10 @@ def exact_gaussian(y=Y):
     return float(y.sum() / prec), math.sqrt(1 / prec)
 
 
-def raising_model(x=torch.full((5,), 4.0)):
+X4 = torch.full((5,), 4.0)
+
+
+def raising_model(x=X4):
     # sd = 1 - 0.2 z is negative for z > 5: Pyro raises ValueError there, and the line
     # search from the prior median (z = 0) towards the posterior near z = 4 can step there.
     z = pyro.sample("z", dist.Normal(0.0, 3.0))
@@ -78,7 +81,8 @@ def test_autoflow_warm_start_survives_nan_and_says_why():
 
 
 def test_autoflow_warm_start_falls_back_with_a_reason_without_a_mode():
-    def unbounded(x=torch.zeros(1)):
+    def unbounded(x=None):
+        x = torch.zeros(1) if x is None else x
         # log N(0; 0, 0.5 - z) grows without bound as z -> 0.5, and Pyro raises beyond:
         # there is no mode, the search must stop and say so.
         z = pyro.sample("z", dist.Normal(0.0, 10.0))
@@ -148,7 +152,8 @@ def test_forced_neutra_kernel():
 
 
 def test_two_models_in_one_session():
-    def other(y=torch.tensor([1.0, 2.0])):
+    def other(y=None):
+        y = torch.tensor([1.0, 2.0]) if y is None else y
         z = pyro.sample("z", dist.Normal(torch.zeros(3), 1.0).to_event(1))
         pyro.sample("y", dist.Normal(z[..., :2].sum(-1, keepdim=True), 1.0).to_event(1),
                     obs=y)
@@ -184,7 +189,6 @@ def bimodal_model():
     pyro.factor("mix", torch.logsumexp(comp, -1))
 
 
-@pytest.mark.slow
 def test_two_mode_model_gets_both_modes_with_their_shares():
     idata = fi.infer(bimodal_model, **{**FAST, "num_starts": 6, "num_draws": 2000,
                                        "check_draws": 4000, "max_vi_steps": 600})
@@ -248,3 +252,27 @@ def test_model_errors_are_clear():
 
     with pytest.raises(ValueError, match="subsample"):
         fi.infer(subsampled, progress=False, report=False)
+
+
+A = torch.tensor([[1.0, 0.95, 0.0], [0.0, 1.0, 0.95]], dtype=torch.float64)
+Y2 = torch.tensor([1.0, -0.5], dtype=torch.float64)
+
+
+def correlated_model():
+    # z ~ N(0, I), y ~ N(A z, 0.1^2 I): a correlated Gaussian posterior with exact moments.
+    z = pyro.sample("z", dist.Normal(torch.zeros(3, dtype=torch.float64), 1.0).to_event(1))
+    pyro.sample("y", dist.Normal(z @ A.T, 0.1).to_event(1), obs=Y2)
+
+
+@pytest.mark.slow
+def test_default_settings_match_exact_moments_of_a_correlated_gaussian():
+    prec = torch.eye(3, dtype=torch.float64) + A.T @ A / 0.01
+    cov = torch.linalg.inv(prec)
+    mean = cov @ A.T @ Y2 / 0.01
+    idata = fi.infer(correlated_model, seed=1, progress=False, report=False)
+    assert idata.attrs["route"] == "vi" and idata.attrs["checks_passed"] == 1
+    draws = torch.as_tensor(idata.posterior["z"].values.reshape(-1, 3))
+    sd = cov.diagonal().sqrt()
+    n_eff = 1 / (1 / float(idata.attrs["ess"]) + 1 / draws.shape[0])
+    assert ((draws.mean(0) - mean).abs() < 4 * sd / math.sqrt(n_eff)).all()
+    assert ((draws.std(0) - sd).abs() < 4 * sd * math.sqrt(0.5 / n_eff)).all()
