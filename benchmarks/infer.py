@@ -223,8 +223,10 @@ def run_nuts(name: str, num_draws: int, seed: int, warmup: int) -> dict:
     wall = time.perf_counter() - start
     samples = {k: v.numpy() for k, v in mcmc.get_samples().items()}
     # Deterministic sites (eight_schools' theta, gp's f) for the comparison.
-    pred = pyro.infer.Predictive(model, posterior_samples=mcmc.get_samples())(*args)
-    samples.update({k: v.numpy() for k, v in pred.items() if k not in samples})
+    from flowinfer.inference.groups import complete_posterior
+
+    full = complete_posterior(model, mcmc.get_samples(), args, {})
+    samples.update({k: v.numpy() for k, v in full.items() if k not in samples})
     draws = columns(samples, names)
     mean_err, sd_err = errors(draws, ref_cols)
     idata = az.from_pyro(mcmc)

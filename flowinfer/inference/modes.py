@@ -74,7 +74,8 @@ def _barrier(log_density: LogDensity, a: Tensor, b: Tensor, points: int = 17) ->
 
 def find_modes(log_density: LogDensity, starts: Sequence[tuple[str, Tensor]], *,
                max_iter: int = 200, max_modes: int = 4, barrier: float = 4.0,
-               min_relative_mass: float = 1e-3, max_dim: int = 500) -> ModeSearch:
+               min_relative_mass: float = 1e-3, max_dim: int = 500,
+               progress: bool = False) -> ModeSearch:
     """L-BFGS from every start; merge end points of one mode; keep those with real mass.
 
     Args:
@@ -86,6 +87,7 @@ def find_modes(log_density: LogDensity, starts: Sequence[tuple[str, Tensor]], *,
         min_relative_mass: modes whose Laplace mass is below this share of the largest
             are dropped (they hold nothing a few thousand draws would see).
         max_dim: above this dimension the Hessian is skipped.
+        progress: show a progress bar over the starts.
 
     Example:
         >>> def two_bumps(u):   # modes at -3 and +3, masses 0.3 and 0.7
@@ -106,7 +108,9 @@ def find_modes(log_density: LogDensity, starts: Sequence[tuple[str, Tensor]], *,
     messages: dict[str, str] = {}
     converged = 0
     best_point, best_value = None, -math.inf
-    for name, point in starts:
+    from flowinfer.train.optim import progress as bar
+
+    for name, point in bar(starts, progress, total=len(starts), desc="mode search"):
         start = laplace_start(safe, point, max_iter=max_iter, max_dim=max_dim)
         if math.isfinite(start.log_density) and start.log_density > best_value:
             best_point, best_value = start.loc, start.log_density

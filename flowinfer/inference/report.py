@@ -30,6 +30,8 @@ def format_report(info: dict) -> str:
         lines.append(f"  modes      {info['mode_search']}")
     for line in info.get("vi", []):
         lines.append(f"  VI         {line}")
+    if info.get("first_check"):
+        lines.append(f"  1st check  failed: {info['first_check']}")
     if "khat" in info:
         lines.append(f"  checks     PSIS k-hat {_num(info['khat'])}, importance ESS "
                      f"{_num(info.get('ess'), '.0f')}"

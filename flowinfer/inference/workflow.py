@@ -43,7 +43,7 @@ def infer(
     check_draws: int = 4000,
     khat_threshold: float = 0.7,
     min_ess: int = 400,
-    warmup: int = 300,
+    warmup: int = 200,
     kernel: str = "auto",
     posterior_predictive: bool = False,
     seed: int | None = None,
@@ -198,6 +198,9 @@ def _run(model: Callable, args: tuple, kwargs: dict, opts: stages.Options) -> di
                 vi_checks_passed=check.passed, fit_shares=check.mode_shares)
 
     if not check.passed:
+        info["first_check"] = (f"k-hat {check.khat:.2f}, importance ESS {check.ess:.0f}"
+                               + (f", missed: {'; '.join(check.missed_mass)}"
+                                  if check.missed_mass else ""))
         # Several independent fits are the check that can see mass one fit misses: a
         # broad fit pooled with the mode fits, weighted by importance.
         t = time.perf_counter()

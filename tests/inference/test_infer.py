@@ -21,7 +21,7 @@ import flowinfer as fi
 pytestmark = pytest.mark.usefixtures("fresh_pyro")
 
 #: Small and quick: a one-layer flow and short budgets (the defaults are for real models).
-FAST = {"flow_options": {"num_layers": 1, "hidden": (16,)}, "max_vi_steps": 300,
+FAST = {"flow_options": {"num_layers": 1, "hidden": (16,)}, "max_vi_steps": 150,
         "num_starts": 3, "check_draws": 1000, "min_ess": 200, "num_draws": 400,
         "progress": False, "report": False, "seed": 0}
 
@@ -99,9 +99,11 @@ def test_autoflow_warm_start_falls_back_with_a_reason_without_a_mode():
 
 def test_infer_survives_raising_and_nan_models():
     for model in (raising_model, nan_model):
-        idata = fi.infer(model, **FAST)
+        # route="vi" keeps it quick; the NUTS stage evaluates the model through the same
+        # safe potential (test_forced_escalation_returns_chains_with_rhat runs it).
+        idata = fi.infer(model, **{**FAST, "route": "vi", "max_vi_steps": 50})
         assert np.isfinite(idata.posterior["z"].values).all()
-        assert idata.attrs["route"] in ("vi", "nuts")
+        assert idata.attrs["route"] == "vi" and "fi.infer" in idata.attrs["report"]
 
 
 def test_gaussian_posterior_takes_vi_route_with_exact_moments():
@@ -189,9 +191,10 @@ def bimodal_model():
     pyro.factor("mix", torch.logsumexp(comp, -1))
 
 
+@pytest.mark.slow
 def test_two_mode_model_gets_both_modes_with_their_shares():
     idata = fi.infer(bimodal_model, **{**FAST, "num_starts": 6, "num_draws": 2000,
-                                       "check_draws": 4000, "max_vi_steps": 600})
+                                       "check_draws": 4000, "max_vi_steps": 300})
     assert int(idata.attrs["num_modes"]) == 2
     draws = idata.posterior["z"].values.reshape(-1)
     share = float((draws > 0).mean())
