@@ -71,7 +71,7 @@ def to_inference_data(
     check_bool(posterior_predictive, "posterior_predictive")
     check_int(num_chains, "num_chains")
     if isinstance(num_samples, int) and not isinstance(num_samples, bool) and (
-            num_samples % num_chains):
+            num_samples >= 2 and num_samples % num_chains):
         raise ValueError(f"num_chains={num_chains} must divide num_samples={num_samples}")
     log_weights, posterior, observed = importance_draws(
         model, guide, *args, num_samples=num_samples, chunk_size=chunk_size, **kwargs
