@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -168,10 +169,14 @@ def reference_columns(ref: dict[str, torch.Tensor]) -> tuple[list[str], np.ndarr
 
 
 def errors(draws: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    per_mean, per_sd = coordinate_errors(draws, ref)
+    return float(np.max(np.abs(per_mean))), float(np.max(np.abs(per_sd)))
+
+
+def coordinate_errors(draws: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per coordinate: (mean - ref mean) / ref sd, and log(sd / ref sd)."""
     m, s = ref.mean(0), ref.std(0)
-    mean_err = float(np.max(np.abs(draws.mean(0) - m) / s))
-    sd_err = float(np.max(np.abs(np.log(draws.std(0) / s))))
-    return mean_err, sd_err
+    return (draws.mean(0) - m) / s, np.log(draws.std(0) / s)
 
 
 def idata_samples(idata) -> dict[str, np.ndarray]:
@@ -192,12 +197,15 @@ def run_infer(name: str, num_draws: int, seed: int, quick: bool) -> dict:
     wall = time.perf_counter() - start
     draws = columns(idata_samples(idata), names)
     mean_err, sd_err = errors(draws, ref_cols)
+    per_mean, per_sd = coordinate_errors(draws, ref_cols)
     a = idata.attrs
     out = {"model": name, "method": "fi.infer", "wall_time": wall, "mean_err": mean_err,
            "log_sd_err": sd_err, "route": a["route"], "khat": a["khat"],
            "ess_is": a["ess"], "rhat": a.get("rhat_max"), "ess_bulk": a.get("ess_bulk_min"),
            "checks_passed": a["checks_passed"], "kernel": a.get("kernel"),
-           "num_modes": a["num_modes"], "timings": a["timings"]}
+           "num_modes": a["num_modes"], "timings": a["timings"],
+           "coordinates": names, "coord_mean_err": per_mean.tolist(),
+           "coord_log_sd_err": per_sd.tolist()}
     if "share" in extra:
         out["share_true"] = extra["share"]
         out["share"] = float((idata_samples(idata)["z"][:, 0] > 0).mean())
@@ -229,12 +237,15 @@ def run_nuts(name: str, num_draws: int, seed: int, warmup: int) -> dict:
     samples.update({k: v.numpy() for k, v in full.items() if k not in samples})
     draws = columns(samples, names)
     mean_err, sd_err = errors(draws, ref_cols)
+    per_mean, per_sd = coordinate_errors(draws, ref_cols)
     idata = az.from_pyro(mcmc)
     rhat = float(az.rhat(idata).to_array().max())
     ess = float(az.ess(idata).to_array().min())
     divergences = int(idata.sample_stats["diverging"].values.sum())
     out = {"model": name, "method": "NUTS", "wall_time": wall, "mean_err": mean_err,
-           "log_sd_err": sd_err, "rhat": rhat, "ess_bulk": ess, "divergences": divergences}
+           "log_sd_err": sd_err, "rhat": rhat, "ess_bulk": ess, "divergences": divergences,
+           "coordinates": names, "coord_mean_err": per_mean.tolist(),
+           "coord_log_sd_err": per_sd.tolist()}
     if "share" in extra:
         out["share_true"] = extra["share"]
         out["share"] = float((samples["z"][:, 0] > 0).mean())
@@ -330,9 +341,12 @@ def main() -> None:
                 warmup = 300 if args.quick else args.warmup
                 draws = 300 if args.quick else args.num_draws
                 result = run_nuts(name, draws, args.seed, warmup)
+            # The machine is shared: the load average says how much of a core a run had.
+            result["load_average"] = os.getloadavg()[0]
             tag = "fi" if method == "fi.infer" else "nuts"
             (args.out / f"{name}.{tag}.json").write_text(json.dumps(result, indent=1))
-            print(json.dumps({k: v for k, v in result.items() if k != "timings"}))
+            print(json.dumps({k: v for k, v in result.items()
+                              if k != "timings" and not k.startswith("coord")}))
 
 
 if __name__ == "__main__":
