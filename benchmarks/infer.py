@@ -105,7 +105,7 @@ def bimodal():
 
 def collinear():
     # y ~ N(X beta, 1) with two almost identical predictors: a posterior correlation of
-    # about -0.99999 between beta[0] and beta[1]; Gaussian, so the reference is exact.
+    # about -0.9999 between beta[1] and beta[2]; Gaussian, so the reference is exact.
     gen = torch.Generator().manual_seed(3)
     n = 100
     x1 = torch.randn(n, generator=gen, dtype=torch.float64)
