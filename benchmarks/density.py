@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 
 import flowinfer as fi
-from flowinfer.datasets import LogitPreprocessor, load_digits, make_toy, split, toy_entropy
-from flowinfer.fit import mean_nll
+from flowinfer.data.datasets import LogitPreprocessor, load_digits, make_toy, split, toy_entropy
+from flowinfer.train.density import mean_nll
 
 
 def _nll_and_se(flow: fi.Flow, x: torch.Tensor) -> tuple[float, float]:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import flowinfer as fi
-from flowinfer.datasets import DataNotFoundError, LogitPreprocessor, load_mnist, split
+from flowinfer.data.datasets import DataNotFoundError, LogitPreprocessor, load_mnist, split
 from flowinfer.transforms.elements import AffineElement
 from flowinfer.transforms.images import ChannelCoupling
 

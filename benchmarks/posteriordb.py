@@ -46,8 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import posteriordb_models as pdb  # noqa: E402
 
 import flowinfer as fi  # noqa: E402
-from flowinfer.diagnostics import DiagnosticReport, importance_draws  # noqa: E402
-from flowinfer.training import progress  # noqa: E402
+from flowinfer.inference.diagnostics import DiagnosticReport  # noqa: E402
+from flowinfer.inference.importance import importance_draws  # noqa: E402
+from flowinfer.train.optim import progress  # noqa: E402
 
 # Pyro's IAF at the size of fi.AutoFlow's default iaf (5 layers, two hidden layers of 64).
 GUIDES = {

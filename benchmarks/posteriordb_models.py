@@ -21,7 +21,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from flowinfer.guides import init_to_median_or_zero
+from flowinfer.inference.sites import init_to_median_or_zero
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "posteriordb"
 

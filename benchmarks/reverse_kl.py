@@ -39,9 +39,9 @@ from pathlib import Path
 import torch
 
 import flowinfer as fi
-from flowinfer.evidence import importance_summary
-from flowinfer.reverse_kl import fit_reverse_kl, importance_samples, sampler_flow
-from flowinfer.targets import make_target
+from flowinfer.data.targets import make_target
+from flowinfer.inference.evidence import importance_summary
+from flowinfer.reverse import fit_reverse_kl, importance_samples, sampler_flow
 
 ACCURACY_TARGETS = ("u1", "u2", "u3", "u4", "banana", "funnel")
 MODE_TARGETS = ("ring8", "gmm40")

@@ -2,7 +2,7 @@
 
 The 1,797 digits (64 pixels with values 0..16) are split 80/10/10 with a fixed seed. Each
 pixel value ``v`` is dequantized (``v + u``, ``u ~ U[0, 1)``), scaled to [0, 1), squeezed into
-[alpha, 1 - alpha] and logit-transformed (``flowinfer.datasets.LogitPreprocessor``). A flow
+[alpha, 1 - alpha] and logit-transformed (``flowinfer.data.datasets.LogitPreprocessor``). A flow
 is fitted to the transformed training images (several noise draws per image); test bits per
 dimension include the log-Jacobian of the preprocessing, so they are bits per pixel of the
 dequantized 17-level data (uniform over 17 levels would be log2(17) = 4.09). A diagonal
@@ -32,7 +32,7 @@ import torch
 from matplotlib.figure import Figure
 
 import flowinfer as fi
-from flowinfer.datasets import LogitPreprocessor, load_digits, split
+from flowinfer.data.datasets import LogitPreprocessor, load_digits, split
 from flowinfer.plotting import plot_loss
 
 

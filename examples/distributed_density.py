@@ -33,7 +33,7 @@ import torch
 
 import flowinfer as fi
 from flowinfer import distributed as fd
-from flowinfer.datasets import make_toy, toy_entropy
+from flowinfer.data.datasets import make_toy, toy_entropy
 
 
 def main(argv: list[str] | None = None) -> dict:

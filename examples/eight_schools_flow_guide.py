@@ -23,7 +23,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
 import flowinfer as fi
-from flowinfer.training import progress
+from flowinfer.train.optim import progress
 
 # The classic data: estimated coaching effects and their standard errors.
 Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])

@@ -9,7 +9,7 @@ temperatures 1.0 and 0.7 and an interpolation between two encoded test images.
 
 Pixels are dequantized (``v + u``, ``u ~ U[0, 1)``) and logit-transformed; bits/dim include
 that Jacobian, so they are those of the dequantized 17-level values (see
-``flowinfer.datasets.LogitPreprocessor``). Fixed-seed 80/10/10 split of the 1797 images.
+``flowinfer.data.datasets.LogitPreprocessor``). Fixed-seed 80/10/10 split of the 1797 images.
 
 Run::
 
@@ -33,8 +33,9 @@ import torch
 from torch import Tensor
 
 import flowinfer as fi
-from flowinfer.datasets import LogitPreprocessor, load_digits, split
-from flowinfer.training import BestState, progress
+from flowinfer.data.datasets import LogitPreprocessor, load_digits, split
+from flowinfer.train.optim import progress
+from flowinfer.train.state import BestState
 
 Reshape = Callable[[Tensor], Tensor]
 

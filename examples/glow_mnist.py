@@ -1,7 +1,7 @@
 """Glow on MNIST digits (28x28), against a diagonal Gaussian and a vector NSF.
 
 Uses the 10,000 MNIST test images in ``../shared/data/mnist`` (relative to the repository;
-see ``flowinfer.datasets.load_mnist``), split 80/10/10 with a fixed seed: 8,000 images train
+see ``flowinfer.data.datasets.load_mnist``), split 80/10/10 with a fixed seed: 8,000 images train
 the models (published MNIST numbers train on 60,000, so ours are not comparable to them).
 The multiscale Glow (2 levels: 4 steps with 64-channel conditioners at 14x14, then 8 steps
 with 128 channels at 7x7, where the digit's overall shape is decided and, with a quarter of
@@ -27,7 +27,7 @@ import sys
 
 from glow_digits import compare, parse_args
 
-from flowinfer.datasets import DataNotFoundError, load_mnist
+from flowinfer.data.datasets import DataNotFoundError, load_mnist
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,6 +1,6 @@
 """Fit flows to the energies U1-U4 of Rezende & Mohamed (2015) by reverse KL; estimate log Z.
 
-Each energy is restricted to the box [-4, 4]^2 (``flowinfer.targets.energy``) and fitted with
+Each energy is restricted to the box [-4, 4]^2 (``flowinfer.data.targets.energy``) and fitted with
 ``sampler_flow(2, box=(-4, 4))``: NSF coupling layers followed by a map onto the box, so the
 flow never samples where the target is zero. Afterwards ``estimate_log_z`` importance-samples
 log Z and reports the ESS fraction and PSIS k-hat; the exact log Z comes from quadrature.
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
+from flowinfer.data.targets import energy
 from flowinfer.plotting import plot_density
-from flowinfer.reverse_kl import estimate_log_z, fit_reverse_kl, sampler_flow
-from flowinfer.targets import energy
+from flowinfer.reverse import estimate_log_z, fit_reverse_kl, sampler_flow
 
 KINDS = ("U1", "U2", "U3", "U4")
 

@@ -28,7 +28,7 @@ import torch
 from matplotlib.figure import Figure
 
 import flowinfer as fi
-from flowinfer.datasets import make_toy
+from flowinfer.data.datasets import make_toy
 from flowinfer.plotting import plot_density, plot_layers, plot_loss, plot_samples
 
 BOUNDS = ((-3.5, 3.5), (-2.5, 3.0))

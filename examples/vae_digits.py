@@ -36,8 +36,9 @@ import torch
 from torch import Tensor, nn
 
 import flowinfer as fi
-from flowinfer.amortized import AmortizedFlowPosterior, iwae_bound
-from flowinfer.training import progress
+from flowinfer.train.optim import progress
+from flowinfer.vae.bounds import iwae_bound
+from flowinfer.vae.posterior import AmortizedFlowPosterior
 
 VARIANTS = {
     "gaussian": (False, False),

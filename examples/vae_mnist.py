@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from vae_digits import binarize, check_args, parser, run, split
 
-from flowinfer.datasets import DataNotFoundError, load_mnist
+from flowinfer.data.datasets import DataNotFoundError, load_mnist
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -122,13 +122,13 @@ def _flow_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _build(name: str, dim: int, kwargs: dict[str, Any]):
-    from flowinfer.registry import build_flow, get_flow_spec
+    from flowinfer.registry import build_flow
 
-    spec = get_flow_spec(name)
-    if not spec.has_inverse:
+    flow = build_flow(name, dim=dim, **kwargs)
+    if not flow.has_inverse:
         raise CLIError(f"flow {name!r} has no inverse, so it cannot be fitted to data; "
                        "use nsf, maf or realnvp (see flowinfer list)")
-    return build_flow(name, dim=dim, **kwargs)
+    return flow
 
 
 def _plot_bounds(x: torch.Tensor) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -141,6 +141,8 @@ def _plot_bounds(x: torch.Tensor) -> tuple[tuple[float, float], tuple[float, flo
 
 # ------------------------------------------------------------------------------ commands
 def cmd_list(args: argparse.Namespace) -> int:
+    # A listing describes registered names, not built flows: the registry's declared
+    # capabilities are the source here (a built flow answers for itself: flow.has_inverse).
     from flowinfer.registry import available_flows, get_flow_spec
 
     flows = available_flows()
@@ -156,9 +158,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import flowinfer as fi
     from flowinfer.data.datasets import make_toy, toy_entropy
-    from flowinfer.fit import mean_nll
+    from flowinfer.io import save
+    from flowinfer.train.density import fit_density, mean_nll
 
     try:
         from flowinfer import plotting
@@ -178,7 +180,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     flow = _build(args.flow, 2, _flow_kwargs(args))
     print(f"fitting {args.flow} to {args.n} points of {args.dataset} "
           f"({args.epochs} epochs at most) ...", flush=True)
-    result = fi.fit_density(flow, train, epochs=args.epochs, batch_size=args.batch_size,
+    result = fit_density(flow, train, epochs=args.epochs, batch_size=args.batch_size,
                             lr=args.lr, seed=args.seed, progress=args.progress)
     with torch.no_grad():
         log_q = flow.log_prob(test).double()
@@ -211,14 +213,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     lines.append(result.message)
     report = "\n".join(lines) + "\n"
     (out / "report.txt").write_text(report)
-    fi.save(flow, out / "model.pt")
+    save(flow, out / "model.pt")
     print(report, end="")
     print(f"wrote {', '.join(figures)}, report.txt and model.pt to {out.resolve()}")
     return 0
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    import flowinfer as fi
+    from flowinfer.io import save
+    from flowinfer.train.density import fit_density
 
     rows = _read_rows(Path(args.data))
     if not np.isfinite(rows).all():
@@ -232,22 +235,22 @@ def cmd_fit(args: argparse.Namespace) -> int:
     x = torch.as_tensor(rows, dtype=flow.base_loc.dtype)
     print(f"fitting {args.flow} (dim {rows.shape[1]}) to {rows.shape[0]} rows of {args.data}",
           flush=True)
-    result = fi.fit_density(flow, x, epochs=args.epochs, batch_size=args.batch_size,
+    result = fit_density(flow, x, epochs=args.epochs, batch_size=args.batch_size,
                             lr=args.lr, val_fraction=args.val_fraction, seed=args.seed,
                             progress=args.progress)
-    fi.save(flow, out)
+    save(flow, out)
     print(result.message)
     print(f"wrote {out}")
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import flowinfer as fi
+    from flowinfer.io import load
 
     path = Path(args.model)
     if not path.is_file():
         raise CLIError(f"model file not found: {path}")
-    flow = fi.load(path)
+    flow = load(path)
     if flow.is_conditional:
         raise CLIError(f"{path} holds a conditional flow (context_dim={flow.context_dim}); "
                        "sample it from Python with flow.sample(shape, context=...)")
@@ -263,17 +266,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from flowinfer.registry import available_flows, build_flow, get_flow_spec
+    from flowinfer.registry import available_flows, build_flow
 
-    names = args.flows or [n for n in available_flows() if get_flow_spec(n).has_inverse]
-    for name in names:
-        get_flow_spec(name)  # an unknown name fails before any timing
+    # Build every flow before any timing, so that an unknown name or a flow without an
+    # inverse (log_prob of data impossible) fails at once.
+    torch.manual_seed(0)
+    flows = {name: build_flow(name, dim=args.dim) for name in args.flows or available_flows()}
+    if args.flows:
+        no_inverse = [name for name, flow in flows.items() if not flow.has_inverse]
+        if no_inverse:
+            raise CLIError(f"flows without an inverse cannot score data: {no_inverse}")
+    flows = {name: flow for name, flow in flows.items() if flow.has_inverse}
     print(f"log_prob + backward, dim {args.dim}, batch {args.batch}, median of {args.repeats} "
           f"(torch {torch.__version__}, {torch.get_num_threads()} threads)")
     print(f"{'flow':<12} {'ms/step':>9} {'params':>9}")
-    for name in names:
-        torch.manual_seed(0)
-        flow = build_flow(name, dim=args.dim)
+    for name, flow in flows.items():
         x = torch.randn(args.batch, args.dim, dtype=flow.base_loc.dtype)
         times = []
         for i in range(args.repeats + 1):

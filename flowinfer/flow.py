@@ -7,15 +7,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyro.distributions as dist
+import pyro.distributions.transforms as pyro_transforms
 import torch
 from pyro.distributions.conditional import ConditionalTransform
 from pyro.distributions.torch_transform import TransformModule
+from pyro.distributions.transforms.planar import ConditionedPlanar
+from pyro.distributions.transforms.radial import ConditionedRadial
 from torch import Tensor, nn
 from torch.distributions import Transform
 
-from flowinfer.nn import check_positive_int
-from flowinfer.transforms.base import check_event
-from flowinfer.transforms.images import check_image
+from flowinfer.checks import check_choice, check_int, check_number, check_shape, is_int
+from flowinfer.transforms.base import check_context, check_event
 
 __all__ = ["Flow"]
 
@@ -44,6 +46,31 @@ class _StaticTransform(TransformModule):
 
 def _takes_context(layer: nn.Module) -> bool:
     return getattr(layer, "context_dim", 0) > 0
+
+
+# Pyro's transforms whose `_inverse` only looks up its cache (it cannot invert new points).
+_PYRO_WITHOUT_INVERSE = (
+    ConditionedPlanar, ConditionedRadial,
+    pyro_transforms.Sylvester, pyro_transforms.BlockAutoregressive,
+    pyro_transforms.NeuralAutoregressive, pyro_transforms.Polynomial,
+    pyro_transforms.ConditionalPlanar, pyro_transforms.ConditionalRadial,
+    pyro_transforms.ConditionalNeuralAutoregressive,
+)
+
+
+def _layer_has_inverse(layer: nn.Module) -> bool:
+    """Whether a layer of the chain has an analytic inverse (it says so, or implements one)."""
+    if isinstance(layer, _StaticTransform):
+        layer = layer.transform
+    flag = getattr(layer, "has_inverse", None)
+    if flag is not None:  # every flowinfer bijector says so itself
+        return bool(flag)
+    if isinstance(layer, _PYRO_WITHOUT_INVERSE):
+        return False
+    if isinstance(layer, Transform):
+        # torch's base Transform._inverse raises NotImplementedError.
+        return type(layer)._inverse is not Transform._inverse
+    return True
 
 
 def _sum_event(ladj: Tensor, y: Tensor, event_ndim: int = 1) -> Tensor:
@@ -93,9 +120,8 @@ class Flow(nn.Module):
         super().__init__()
         self.event_shape = _event_shape(dim, shape)
         self.dim = math.prod(self.event_shape)
-        self.context_dim = check_positive_int(context_dim, "context_dim", allow_zero=True)
-        if base not in _BASES:
-            raise ValueError(f"base must be one of {_BASES}, got {base!r}")
+        self.context_dim = check_int(context_dim, "context_dim", 0)
+        check_choice(base, "base", _BASES)
         layers = []
         for i, t in enumerate(transforms):
             if isinstance(t, nn.Module):
@@ -122,11 +148,24 @@ class Flow(nn.Module):
     def is_conditional(self) -> bool:
         return self.context_dim > 0
 
+    @property
+    def has_inverse(self) -> bool:
+        """Whether every layer has an analytic inverse, so ``log_prob`` of data works.
+
+        Each layer says so itself (``layer.has_inverse`` on flowinfer bijectors; torch and
+        Pyro transforms by whether they implement ``_inverse``). Flows without an inverse
+        (Pyro's planar, radial, Sylvester, BNAF) score only their own samples.
+
+        Example:
+            >>> from flowinfer.registry import build_flow
+            >>> build_flow("nsf", dim=2).has_inverse, build_flow("planar", dim=2).has_inverse
+            (True, False)
+        """
+        return all(_layer_has_inverse(layer) for layer in self.layers)
+
     def _check_x(self, x: Tensor, name: str) -> None:
-        if len(self.event_shape) == 1:
-            check_event(x, self.dim, name)
-        else:
-            check_image(x, self.event_shape, name)
+        event = self.event_shape
+        check_event(x, self.dim if len(event) == 1 else tuple(event), name)
         self._check_dtype(x, name)
 
     def _check_dtype(self, x: Tensor, name: str) -> None:
@@ -145,7 +184,7 @@ class Flow(nn.Module):
     @staticmethod
     def _sample_shape(sample_shape: int | Sequence[int] | torch.Size) -> torch.Size:
         # An int n means (n,), as in flow.sample(64, temperature=0.7).
-        if isinstance(sample_shape, int) and not isinstance(sample_shape, bool):
+        if is_int(sample_shape):
             sample_shape = (sample_shape,)
         try:
             sizes = tuple(sample_shape)
@@ -154,27 +193,16 @@ class Flow(nn.Module):
                 f"sample_shape must be an int or a sequence of ints, got "
                 f"{type(sample_shape).__name__}"
             ) from None
-        if not all(isinstance(n, int) and not isinstance(n, bool) for n in sizes):
+        if not all(is_int(n) for n in sizes):
             raise TypeError(f"sample_shape must contain ints, got {sample_shape!r}")
         if any(n < 0 for n in sizes):
             raise ValueError(f"sample_shape must not contain negative sizes, got {sizes}")
         return torch.Size(sizes)
 
     def _check_context(self, context: Tensor | None) -> Tensor | None:
-        if self.context_dim == 0:
-            if context is not None:
-                raise ValueError(
-                    "context was given to an unconditional flow (context_dim=0); build the "
-                    "flow with context_dim=... to condition it"
-                )
-            return None
-        if context is None:
-            raise ValueError(
-                f"context is required: this flow is conditional (context_dim="
-                f"{self.context_dim}); pass a tensor of shape (..., {self.context_dim})"
-            )
-        check_event(context, self.context_dim, "context")
-        self._check_dtype(context, "context")
+        context = check_context(context, self.context_dim, "flow")
+        if context is not None:
+            self._check_dtype(context, "context")
         return context
 
     # ------------------------------------------------------------------ pyro view
@@ -271,11 +299,8 @@ class Flow(nn.Module):
         temperature: float = 1.0,
     ) -> Tensor:
         """Samples without gradients; ``temperature`` scales the base standard deviation."""
-        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-            raise TypeError(f"temperature must be a positive number, got "
-                            f"{type(temperature).__name__}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature!r}")
+        temperature = check_number(temperature, "temperature", low=0.0, low_open=True,
+                                   high_open=True)
         context = self._check_context(context)
         z = self._base_sample(sample_shape, context)
         if temperature != 1.0:
@@ -320,12 +345,9 @@ def _event_shape(dim: int | None, shape: Sequence[int] | None) -> torch.Size:
         if dim is None:
             raise ValueError("dim is required (or shape=... for a flow on tensors such as "
                              "images), got neither")
-        return torch.Size([check_positive_int(dim, "dim")])
-    if isinstance(shape, str) or not isinstance(shape, Sequence | torch.Size) or not shape:
-        raise ValueError(f"shape must be a non-empty sequence of positive integers, got "
-                         f"{shape!r}")
-    sizes = tuple(check_positive_int(s, "shape entries") for s in shape)
-    if dim is not None and check_positive_int(dim, "dim") != math.prod(sizes):
+        return torch.Size([check_int(dim, "dim")])
+    sizes = check_shape(shape, "shape")
+    if dim is not None and check_int(dim, "dim") != math.prod(sizes):
         raise ValueError(f"dim must equal the number of elements of shape {sizes} "
                          f"({math.prod(sizes)}), got dim={dim}")
     return torch.Size(sizes)

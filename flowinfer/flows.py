@@ -13,13 +13,13 @@ import pyro.distributions.transforms as pyro_transforms
 import torch
 from torch import nn
 
-from flowinfer.nn import check_positive_int
+from flowinfer.checks import check_choice, check_int
 from flowinfer.registry import register_flow
 from flowinfer.transforms.autoregressive import Autoregressive
 from flowinfer.transforms.base import ConditionalBijector
 from flowinfer.transforms.coupling import Coupling, default_mask
 from flowinfer.transforms.elementwise import ActNorm
-from flowinfer.transforms.images import glow_layers
+from flowinfer.transforms.glow import glow_layers
 from flowinfer.transforms.linear import LULinear
 from flowinfer.transforms.permutation import permutation as make_permutation
 from flowinfer.transforms.pyro_adapter import CorrectedSylvester, PyroTransform
@@ -34,15 +34,13 @@ def _wrap(layer: nn.Module, context_dim: int) -> nn.Module:
 
 
 def _check_permutation(kind: str) -> str:
-    if kind not in _PERMUTATIONS:
-        raise ValueError(f"permutation must be one of {_PERMUTATIONS}, got {kind!r}")
-    return kind
+    return check_choice(kind, "permutation", _PERMUTATIONS)
 
 
 def _coupling_stack(
     dim: int, context_dim: int, num_layers: int, permutation: str, **layer_kwargs
 ) -> list[nn.Module]:
-    check_positive_int(num_layers, "num_layers")
+    check_int(num_layers, "num_layers")
     _check_permutation(permutation)
     layers: list[nn.Module] = []
     for i in range(num_layers):
@@ -71,7 +69,7 @@ def _autoregressive_stack(
     dim: int, context_dim: int, num_layers: int, permutation: str, **layer_kwargs
 ) -> list[nn.Module]:
     # Alternating the MADE ordering equals a Permute between layers, without the gather.
-    check_positive_int(num_layers, "num_layers")
+    check_int(num_layers, "num_layers")
     return [
         _wrap(Autoregressive(dim, context_dim=context_dim, ordering=order, **layer_kwargs),
               context_dim)
@@ -176,7 +174,7 @@ def glow(
     Without ``shape`` it is the vector version on ``dim`` (``num_layers`` steps, MLP
     conditioners with ``hidden`` units, defaults 5 and (64, 64), log-scale bound 5). With
     ``shape=(C, H, W)`` it is the multiscale image Glow of
-    :func:`~flowinfer.transforms.images.glow_layers` (``levels`` scales, default 2, of
+    :func:`~flowinfer.transforms.glow.glow_layers` (``levels`` scales, default 2, of
     ``steps_per_level`` steps, default 4, with convolutional conditioners of
     ``hidden_channels``, default 64, log-scale bound 3; either may be one value per level,
     finest first), unconditional.
@@ -191,7 +189,7 @@ def glow(
         num_layers = 5 if num_layers is None else num_layers
         hidden = (64, 64) if hidden is None else hidden
         log_scale_bound = 5.0 if log_scale_bound is None else log_scale_bound
-        check_positive_int(num_layers, "num_layers")
+        check_int(num_layers, "num_layers")
         layers: list[nn.Module] = []
         for _ in range(num_layers):
             layers += [ActNorm(dim), LULinear(dim)]
@@ -219,7 +217,7 @@ def glow(
 # --------------------------------------------------------------- Pyro's own transforms
 def _pyro_stack(name: str, make, dim: int, num_layers: int, has_inverse: bool,
                 permute: bool) -> list[nn.Module]:
-    check_positive_int(num_layers, "num_layers")
+    check_int(num_layers, "num_layers")
     layers: list[nn.Module] = []
     for i in range(num_layers):
         if permute and i > 0 and dim > 1:
@@ -263,7 +261,7 @@ def radial(dim: int, context_dim: int = 0, num_layers: int = 8) -> list[nn.Modul
 def sylvester(dim: int, context_dim: int = 0, num_layers: int = 4,
               count_transforms: int = 1) -> list[nn.Module]:
     """Pyro's Sylvester transforms, with the log-determinant corrected (see CorrectedSylvester)."""
-    check_positive_int(count_transforms, "count_transforms")
+    check_int(count_transforms, "count_transforms")
     return _pyro_stack("sylvester", lambda: CorrectedSylvester(dim, count_transforms),
                        dim, num_layers, False, permute=False)
 
@@ -274,7 +272,7 @@ def sylvester(dim: int, context_dim: int = 0, num_layers: int = 4,
 def householder(dim: int, context_dim: int = 0, num_layers: int = 1,
                 count_transforms: int | None = None) -> list[nn.Module]:
     """Pyro's Householder transforms (volume preserving, with an analytic inverse)."""
-    count = dim if count_transforms is None else check_positive_int(
+    count = dim if count_transforms is None else check_int(
         count_transforms, "count_transforms")
     return _pyro_stack("householder", lambda: pyro_transforms.householder(
         dim, count_transforms=count), dim, num_layers, True, permute=False)

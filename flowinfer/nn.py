@@ -11,39 +11,42 @@ References:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "MaskedLinear", "MaskedMLP", "check_hidden", "check_positive_int"]
+from flowinfer.checks import check_bool, check_int, check_shape, is_int
+
+__all__ = ["MLP", "MaskedLinear", "MaskedMLP", "check_hidden"]
 
 
 def check_positive_int(value: object, name: str, *, allow_zero: bool = False) -> int:
-    """Return ``value`` as an int, or raise ``ValueError`` naming ``name``."""
+    """Deprecated: use :func:`flowinfer.checks.check_int` (``TypeError`` for a non-integer).
+
+    Kept, with its old behaviour (``ValueError`` for everything), until its last callers
+    outside the flow layer move to ``check_int``.
+    """
+    warnings.warn("flowinfer.nn.check_positive_int is deprecated; use "
+                  "flowinfer.checks.check_int", DeprecationWarning, stacklevel=2)
     lowest = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+    if not is_int(value) or value < lowest:
         kind = "non-negative" if allow_zero else "positive"
         raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_hidden(hidden: Sequence[int] | int, name: str = "hidden") -> tuple[int, ...]:
-    """Normalise a hidden-layer specification to a tuple of positive ints."""
-    if isinstance(hidden, int) and not isinstance(hidden, bool):
+    """Normalise a hidden-layer specification (an int or a sequence) to a tuple of positive ints.
+
+    Raises:
+        TypeError: ``hidden`` is not an int or a sequence of ints.
+        ValueError: it is empty or holds a size below 1.
+    """
+    if is_int(hidden):
         hidden = (hidden,)
-    try:
-        sizes = tuple(hidden)
-    except TypeError:
-        raise ValueError(
-            f"{name} must be a sequence of positive integers, got {hidden!r}"
-        ) from None
-    if len(sizes) == 0:
-        raise ValueError(f"{name} must hold at least one layer size, got {hidden!r}")
-    for size in sizes:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"{name} must hold positive integers, got {hidden!r}")
-    return sizes
+    return check_shape(hidden, name)
 
 
 def _zero_(layer: nn.Linear) -> nn.Linear:
@@ -77,8 +80,9 @@ class MLP(nn.Module):
         zero_init: bool = True,
     ) -> None:
         super().__init__()
-        check_positive_int(in_features, "in_features", allow_zero=True)
-        check_positive_int(out_features, "out_features")
+        check_int(in_features, "in_features", 0)
+        check_int(out_features, "out_features")
+        check_bool(zero_init, "zero_init")
         hidden = check_hidden(hidden)
         layers: list[nn.Module] = []
         size = in_features
@@ -161,9 +165,10 @@ class MaskedMLP(nn.Module):
         activation: Callable[[], nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
-        self.dim = check_positive_int(dim, "dim")
-        self.params_per_dim = check_positive_int(params_per_dim, "params_per_dim")
-        self.context_dim = check_positive_int(context_dim, "context_dim", allow_zero=True)
+        self.dim = check_int(dim, "dim")
+        self.params_per_dim = check_int(params_per_dim, "params_per_dim")
+        self.context_dim = check_int(context_dim, "context_dim", 0)
+        check_bool(residual, "residual")
         hidden = check_hidden(hidden)
         if residual and len(set(hidden)) != 1:
             raise ValueError(f"hidden must hold equal sizes when residual=True, got {hidden}")

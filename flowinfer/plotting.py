@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from flowinfer.checks import check_bool, check_callable, check_int, is_number
 from flowinfer.flow import Flow
-from flowinfer.training import FitResult
+from flowinfer.train.state import FitResult
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.axes import Axes
@@ -66,28 +67,22 @@ def _check_flow(flow: Any, need_2d: bool = True) -> Flow:
 
 
 def _check_bounds(bounds: Any, name: str = "bounds") -> tuple[tuple[float, float], ...]:
+    want = f"{name} must be ((xmin, xmax), (ymin, ymax)) with finite min < max"
     try:
-        pairs = tuple((float(lo), float(hi)) for lo, hi in bounds)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be ((xmin, xmax), (ymin, ymax)), got {bounds!r}") from None
+        pairs = tuple(tuple(pair) for pair in bounds)
+    except TypeError:
+        raise TypeError(f"{want}, got {type(bounds).__name__} {bounds!r}") from None
+    # Numbers, numpy scalars and one-element tensors (rows of a (2, 2) tensor) are accepted.
+    if not all(is_number(v) or (isinstance(v, Tensor) and v.numel() == 1
+                                and v.dtype.is_floating_point) for pair in pairs for v in pair):
+        raise TypeError(f"{want}, got {bounds!r}")
+    pairs = tuple(tuple(float(v) for v in pair) for pair in pairs)
     if len(pairs) != 2 or not all(
-        math.isfinite(lo) and math.isfinite(hi) and lo < hi for lo, hi in pairs
+        len(pair) == 2 and math.isfinite(pair[0]) and math.isfinite(pair[1])
+        and pair[0] < pair[1] for pair in pairs
     ):
-        raise ValueError(f"{name} must be ((xmin, xmax), (ymin, ymax)) with finite "
-                         f"min < max, got {bounds!r}")
+        raise ValueError(f"{want}, got {bounds!r}")
     return pairs
-
-
-def _check_resolution(resolution: Any) -> int:
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
-        raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
-    return resolution
-
-
-def _check_n(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    return n
 
 
 def _grid(bounds: tuple[tuple[float, float], ...], resolution: int, like: Tensor) -> Tensor:
@@ -171,7 +166,8 @@ def plot_density(
     """
     flow = _check_flow(flow)
     pairs = _check_bounds(bounds)
-    resolution = _check_resolution(resolution)
+    resolution = check_int(resolution, "resolution", 2)
+    log = check_bool(log, "log")
     points = _grid(pairs, resolution, flow.base_loc)
     values = _log_prob_grid(flow, points, _context_rows(flow, context, points.shape[0]))
     fig, ax = _figure_and_axes(ax)
@@ -209,7 +205,7 @@ def plot_samples(
     """
     if isinstance(samples_or_flow, Flow):
         flow = _check_flow(samples_or_flow, need_2d=False)
-        n = _check_n(n)
+        n = check_int(n, "n")
         points = flow.sample((n,), context=_context_rows(flow, context, n))
         default_title = "flow samples"
     else:
@@ -242,14 +238,14 @@ def plot_loss(result: FitResult | dict[str, Sequence[float]], ax: Axes | None = 
     """Training (and validation) loss per epoch of a fit, with the best epoch marked.
 
     Args:
-        result: a :class:`~flowinfer.training.FitResult` or its ``history`` dictionary.
+        result: a :class:`~flowinfer.train.FitResult` or its ``history`` dictionary.
             ``train_loss``/``val_loss`` curves (``fit_density``) or ``loss`` and
             ``smoothed_loss`` (``fit_reverse_kl``) are drawn.
         ax: axes to draw into (default: a new figure).
         log_y: logarithmic loss axis.
 
     Example:
-        >>> from flowinfer.training import FitResult
+        >>> from flowinfer.train import FitResult
         >>> fig = plot_loss(FitResult({"train_loss": [3.0, 2.0], "val_loss": [3.1, 2.2]}, 1))
         >>> [line.get_label() for line in fig.axes[0].get_lines()][:2]
         ['train', 'validation']
@@ -270,6 +266,7 @@ def plot_loss(result: FitResult | dict[str, Sequence[float]], ax: Axes | None = 
             "result has no loss curve (expected 'train_loss', 'val_loss' or 'loss' in its "
             f"history; found {sorted(history)})"
         )
+    log_y = check_bool(log_y, "log_y")
     fig, ax = _figure_and_axes(ax, figsize=(5.0, 3.5))
     for key, label in curves:
         ax.plot(range(len(history[key])), history[key], label=label, linewidth=1.2)
@@ -318,9 +315,9 @@ def plot_layers(
     flow = _check_flow(flow, need_2d=False)
     if flow.dim < 2:
         raise ValueError(f"flow must have dim >= 2 for plot_layers, got dim={flow.dim}")
-    n = _check_n(n)
-    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
-        raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
+    n = check_int(n, "n")
+    ncols = check_int(ncols, "ncols")
+    skip_static = check_bool(skip_static, "skip_static")
     pairs = None if bounds is None else _check_bounds(bounds)
     c = _context_rows(flow, context, n)
     with torch.no_grad():
@@ -382,11 +379,10 @@ def plot_target_vs_flow(
         ['target', 'flow']
     """
     flow = _check_flow(flow)
-    fn = getattr(log_density_fn, "log_prob", log_density_fn)
-    if not callable(fn):
-        raise TypeError(f"log_density_fn must be callable, got {type(log_density_fn).__name__}")
+    fn = check_callable(getattr(log_density_fn, "log_prob", log_density_fn), "log_density_fn")
     pairs = _check_bounds(bounds)
-    resolution = _check_resolution(resolution)
+    resolution = check_int(resolution, "resolution", 2)
+    log = check_bool(log, "log")
     points = _grid(pairs, resolution, flow.base_loc)
     with torch.no_grad():
         target = torch.cat([fn(points[s:s + _EVAL_BATCH])

@@ -11,8 +11,8 @@ from typing import Any
 from torch import nn
 from torch.distributions import Transform
 
+from flowinfer.checks import check_bool, check_int, check_shape
 from flowinfer.flow import Flow
-from flowinfer.nn import check_positive_int
 
 __all__ = ["FlowSpec", "register_flow", "build_flow", "available_flows", "get_flow_spec"]
 
@@ -61,8 +61,13 @@ def register_flow(
         >>> fi.build_flow("tiny-realnvp", dim=2).log_prob(torch.zeros(2)).shape
         torch.Size([])
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a non-empty string, got {type(name).__name__} {name!r}")
+    if not name:
+        raise ValueError("name must be a non-empty string, got ''")
+    check_bool(has_inverse, "has_inverse")
+    check_bool(supports_context, "supports_context")
+    check_bool(overwrite, "overwrite")
 
     def decorator(factory: Factory) -> Factory:
         if name in _REGISTRY and not overwrite:
@@ -136,23 +141,17 @@ def build_flow(
     spec = get_flow_spec(name)
     shape = hyper.get("shape")
     if shape is not None:
-        try:
-            sizes = [check_positive_int(s, "shape entries") for s in shape]
-        except TypeError:
-            raise ValueError(f"shape must be a sequence of positive integers, got {shape!r}")\
-                from None
-        if not sizes:
-            raise ValueError("shape must hold at least one size, got an empty sequence")
+        sizes = check_shape(shape, "shape")
         if dim is None:
             dim = math.prod(sizes)
-        elif dim != math.prod(sizes):
+        elif check_int(dim, "dim") != math.prod(sizes):
             raise ValueError(f"dim must equal the number of elements of shape {tuple(sizes)} "
                              f"({math.prod(sizes)}) when both are given, got dim={dim!r}")
     if dim is None:
         raise ValueError(f"dim is required to build flow {name!r} (or shape=... for flows on "
                          "tensors such as images)")
-    check_positive_int(dim, "dim")
-    check_positive_int(context_dim, "context_dim", allow_zero=True)
+    check_int(dim, "dim")
+    check_int(context_dim, "context_dim", 0)
     if context_dim and not spec.supports_context:
         conditional = sorted(n for n, s in _REGISTRY.items() if s.supports_context)
         raise ValueError(

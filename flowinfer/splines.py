@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from flowinfer.checks import check_int, check_number
+
 __all__ = [
     "DEFAULT_MIN_BIN_WIDTH",
     "DEFAULT_MIN_BIN_HEIGHT",
@@ -66,13 +68,14 @@ def spline_params_per_dim(bins: int) -> int:
         ``3 * bins - 1``.
 
     Raises:
-        ValueError: If ``bins`` is not a positive integer.
+        TypeError: If ``bins`` is not an integer.
+        ValueError: If ``bins`` is below 1.
 
     Example:
         >>> spline_params_per_dim(8)
         23
     """
-    _check_bins(bins)
+    check_int(bins, "bins")
     return 3 * bins - 1
 
 
@@ -89,15 +92,16 @@ def split_spline_params(params: Tensor, bins: int) -> tuple[Tensor, Tensor, Tens
         ``params``.
 
     Raises:
-        ValueError: If ``bins`` is not a positive integer or the last dimension of
-            ``params`` is not ``3 * bins - 1``.
+        TypeError: If ``bins`` is not an integer.
+        ValueError: If ``bins`` is below 1 or the last dimension of ``params`` is not
+            ``3 * bins - 1``.
 
     Example:
         >>> w, h, d = split_spline_params(torch.zeros(5, 2, 23), bins=8)
         >>> w.shape, h.shape, d.shape
         (torch.Size([5, 2, 8]), torch.Size([5, 2, 8]), torch.Size([5, 2, 7]))
     """
-    _check_bins(bins)
+    check_int(bins, "bins")
     expected = 3 * bins - 1
     if params.dim() < 1 or params.shape[-1] != expected:
         raise ValueError(
@@ -145,6 +149,7 @@ def rational_quadratic_spline(
         Outside ``[-bound, bound]`` the map is the identity and ``log_abs_det`` is 0.
 
     Raises:
+        TypeError: If an input is not a tensor or a setting not a number.
         ValueError: If ``bound`` is not positive and finite, if the parameter shapes are not
             ``(..., K)``, ``(..., K)``, ``(..., K - 1)``, if the leading shapes do not
             broadcast, or if a minimum is out of range.
@@ -163,16 +168,9 @@ def rational_quadratic_spline(
         Gregory, J. A., Delbourgo, R. (1982). Piecewise rational quadratic interpolation to
         monotonic data. IMA Journal of Numerical Analysis, 2(2), 123-130.
     """
-    _validate(
-        x,
-        unnormalized_widths,
-        unnormalized_heights,
-        unnormalized_derivatives,
-        bound=bound,
-        min_bin_width=min_bin_width,
-        min_bin_height=min_bin_height,
-        min_derivative=min_derivative,
-    )
+    _validate(x, unnormalized_widths, unnormalized_heights, unnormalized_derivatives,
+              bound=bound, min_bin_width=min_bin_width, min_bin_height=min_bin_height,
+              min_derivative=min_derivative)
     try:
         batch = torch.broadcast_shapes(
             x.shape,
@@ -193,16 +191,9 @@ def rational_quadratic_spline(
     sizes = torch.stack(
         torch.broadcast_tensors(unnormalized_widths, unnormalized_heights), dim=-2
     )
-    return _spline(
-        x.expand(batch),
-        sizes,
-        unnormalized_derivatives,
-        inverse=inverse,
-        bound=bound,
-        min_bin_width=min_bin_width,
-        min_bin_height=min_bin_height,
-        min_derivative=min_derivative,
-    )
+    return _spline(x.expand(batch), sizes, unnormalized_derivatives, inverse=inverse,
+                   bound=bound, min_bin_width=min_bin_width, min_bin_height=min_bin_height,
+                   min_derivative=min_derivative)
 
 
 def rational_quadratic_spline_from_params(
@@ -238,23 +229,16 @@ def rational_quadratic_spline_from_params(
         Durkan, C., Bekasov, A., Murray, I., Papamakarios, G. (2019). Neural Spline Flows.
         NeurIPS 2019. arXiv:1906.04032.
     """
-    _check_bins(bins)
+    check_int(bins, "bins")
     if params.shape[-1] != 3 * bins - 1 or params.shape[:-1] != x.shape:
         raise ValueError(
             f"params must have shape x.shape + (3 * bins - 1,) = {tuple(x.shape)} + "
             f"({3 * bins - 1},), got {tuple(params.shape)}"
         )
     sizes = params[..., : 2 * bins].unflatten(-1, (2, bins))
-    return _spline(
-        x,
-        sizes,
-        params[..., 2 * bins :],
-        inverse=inverse,
-        bound=bound,
-        min_bin_width=DEFAULT_MIN_BIN_WIDTH,
-        min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
-        min_derivative=DEFAULT_MIN_DERIVATIVE,
-    )
+    return _spline(x, sizes, params[..., 2 * bins :], inverse=inverse, bound=bound,
+                   min_bin_width=DEFAULT_MIN_BIN_WIDTH, min_bin_height=DEFAULT_MIN_BIN_HEIGHT,
+                   min_derivative=DEFAULT_MIN_DERIVATIVE)
 
 
 def _spline(
@@ -367,11 +351,6 @@ def _spline(
     return out, log_abs_det
 
 
-def _check_bins(bins: int) -> None:
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}")
-
-
 def _validate(
     x: Tensor,
     widths: Tensor,
@@ -384,8 +363,7 @@ def _validate(
     min_derivative: float,
 ) -> int:
     """Check arguments and return the number of bins ``K``."""
-    if not (isinstance(bound, int | float) and math.isfinite(bound) and bound > 0):
-        raise ValueError(f"bound must be a positive finite number, got {bound!r}")
+    check_number(bound, "bound", low=0.0, low_open=True)
     for name, t in (
         ("x", x),
         ("unnormalized_widths", widths),
@@ -393,7 +371,7 @@ def _validate(
         ("unnormalized_derivatives", derivatives),
     ):
         if not isinstance(t, Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if widths.dim() < 1 or widths.shape[-1] < 1:
         raise ValueError(
             f"unnormalized_widths must have shape (..., K) with K >= 1, got {tuple(widths.shape)}"
@@ -410,12 +388,12 @@ def _validate(
             f"got shape {tuple(derivatives.shape)}"
         )
     for name, value in (("min_bin_width", min_bin_width), ("min_bin_height", min_bin_height)):
-        if not (value >= 0 and value * bins < 1):
+        check_number(value, name, low=0.0)
+        if not value * bins < 1:
             raise ValueError(
                 f"{name} must satisfy 0 <= {name} * K < 1, got {value!r} with K={bins}"
             )
-    if not (0 <= min_derivative < 1):
-        raise ValueError(f"min_derivative must be in [0, 1), got {min_derivative!r}")
+    check_number(min_derivative, "min_derivative", low=0.0, high=1.0, high_open=True)
     return bins
 
 

@@ -172,6 +172,23 @@ def test_errors_are_one_line(capsys, tmp_path):
     assert_one_line_error(code, err, "junk.pt")
     code, _, err = run(capsys, "bench", "--flows", "nope")
     assert_one_line_error(code, err, "unknown flow")
+    code, _, err = run(capsys, "bench", "--flows", "maf", "planar")
+    assert_one_line_error(code, err, "flows without an inverse cannot score data: ['planar']")
+
+
+def test_fit_asks_the_flow_whether_it_has_an_inverse(capsys, tmp_path, monkeypatch):
+    # A registered name whose spec claims an inverse (the default) but whose layers have
+    # none: the CLI must ask the built flow, not the registry entry.
+    from flowinfer import registry
+    from flowinfer.flows import planar
+
+    spec = registry.FlowSpec("planar-unflagged", planar, "planar without the flag")
+    monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
+    assert registry.get_flow_spec(spec.name).has_inverse
+    good = tmp_path / "good.csv"
+    np.savetxt(good, np.random.default_rng(0).normal(size=(20, 2)), delimiter=",")
+    code, _, err = run(capsys, "fit", str(good), "--flow", spec.name)
+    assert_one_line_error(code, err, "'planar-unflagged' has no inverse")
 
 
 def test_console_entry_point_runs_as_a_subprocess():

@@ -123,7 +123,7 @@ def test_image_glow_compiles_as_one_graph_after_its_data_dependent_start():
     flow = fi.build_flow("glow", shape=(1, 4, 4), levels=1, steps_per_level=1,
                          hidden_channels=4)
     images = torch.rand(32, 1, 4, 4)
-    flow.log_prob(images)  # ActNorm2d's data-dependent start happens eagerly, once
+    flow.log_prob(images)  # ActNorm's data-dependent start happens eagerly, once
     _assert_one_graph(flow.log_prob, images[:8])
     _assert_one_graph(lambda: flow.rsample((8,)))
     torch._dynamo.reset()

@@ -9,12 +9,13 @@ from __future__ import annotations
 import io
 import math
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from flowinfer.datasets import (
+from flowinfer.data.datasets import (
     TOY_DATASETS,
     DataNotFoundError,
     LogitPreprocessor,
@@ -100,18 +101,24 @@ def test_entropies():
 def test_toy_errors():
     with pytest.raises(ValueError, match="name must be one of"):
         make_toy("spiral", 10)
-    with pytest.raises(ValueError, match="n must be a positive integer"):
+    with pytest.raises(TypeError, match="name must be a str"):
+        make_toy(3, 10)
+    with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
         make_toy("moons", 0)
-    with pytest.raises(ValueError, match="n must be a positive integer"):
+    with pytest.raises(TypeError, match="n must be an integer >= 1, got float 10.0"):
         make_toy("moons", 10.0)
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(ValueError, match="seed must be an integer >= 0 or None, got -1"):
         make_toy("moons", 10, seed=-1)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        make_toy("moons", 10, seed="0")
     with pytest.raises(TypeError, match="dtype"):
         make_toy("moons", 10, dtype=torch.int64)
     with pytest.raises(ValueError, match="name must be one of"):
         toy_log_prob("moons", torch.zeros(1, 2))
     with pytest.raises(ValueError, match=r"shape \(\.\.\., 2\)"):
         toy_log_prob("8gaussians", torch.zeros(4, 3))
+    with pytest.raises(TypeError, match="name must be a str"):
+        toy_entropy(None)
 
 
 # ------------------------------------------------------------------------------ split
@@ -121,10 +128,20 @@ def test_split():
     assert (len(train), len(val), len(test)) == (80, 10, 10)
     assert torch.equal(torch.sort(torch.cat([train, val, test])).values, data)
     assert torch.equal(train, split(data, (0.8, 0.1, 0.1), seed=1)[0])
-    with pytest.raises(ValueError, match="fractions"):
+    with pytest.raises(ValueError, match="fractions must be positive numbers summing to 1"):
         split(data, (0.5, 0.4))
+    with pytest.raises(ValueError, match="fractions must be positive"):
+        split(data, (1.5, -0.5))
+    with pytest.raises(TypeError, match="fractions must be a sequence of numbers"):
+        split(data, ("0.5", "0.5"))
+    with pytest.raises(TypeError, match="fractions must be a sequence of numbers"):
+        split(data, 1.0)
     with pytest.raises(TypeError, match="data must be a tensor"):
         split([1, 2, 3])
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        split(data, seed=-1)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        split(data, seed=0.5)
 
 
 # ------------------------------------------------------------------------------ digits
@@ -180,12 +197,18 @@ def test_bits_per_dim_is_a_density_of_the_dequantized_values():
 
 
 def test_logit_preprocessor_errors():
-    with pytest.raises(ValueError, match="levels"):
+    with pytest.raises(ValueError, match="levels must be an integer >= 2, got 1"):
         LogitPreprocessor(levels=1)
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(TypeError, match="levels must be an integer"):
+        LogitPreprocessor(levels=17.0)
+    with pytest.raises(ValueError, match=r"alpha must be a finite number in \[0, 0.5\)"):
         LogitPreprocessor(levels=17, alpha=0.5)
-    with pytest.raises(ValueError, match="event_dim"):
+    with pytest.raises(TypeError, match="alpha must be a finite number"):
+        LogitPreprocessor(levels=17, alpha="0.1")
+    with pytest.raises(ValueError, match="event_dim must be an integer >= 0"):
         LogitPreprocessor(levels=17, event_dim=-1)
+    with pytest.raises(TypeError, match="event_dim must be an integer"):
+        LogitPreprocessor(levels=17, event_dim=True)
     pre = LogitPreprocessor(levels=17)
     with pytest.raises(ValueError, match=r"values must lie in \[0, 16\]"):
         pre(torch.tensor([[0, 17]]))
@@ -193,8 +216,12 @@ def test_logit_preprocessor_errors():
         pre(torch.tensor([[0.5, 1.0]]))
     with pytest.raises(ValueError, match="same shape"):
         pre.bits_per_dim(torch.zeros(3), torch.zeros(4), 64)
-    with pytest.raises(ValueError, match="num_dims"):
+    with pytest.raises(ValueError, match="num_dims must be an integer >= 1"):
         pre.bits_per_dim(torch.zeros(3), torch.zeros(3), 0)
+    with pytest.raises(TypeError, match="num_dims must be an integer"):
+        pre.bits_per_dim(torch.zeros(3), torch.zeros(3), 64.0)
+    with pytest.raises(TypeError, match="ladj must be a torch.Tensor"):
+        pre.bits_per_dim(torch.zeros(3), [0.0, 0.0, 0.0], 64)
 
 
 # ------------------------------------------------------------------------------ MNIST
@@ -232,6 +259,32 @@ def test_load_mnist_errors(tmp_path):
         load_mnist(tmp_path)
     with pytest.raises(TypeError, match="root"):
         load_mnist(3)
+
+
+def test_default_data_root_is_the_shared_folder_beside_the_repository(monkeypatch):
+    import flowinfer
+
+    monkeypatch.delenv("FLOWINFER_DATA", raising=False)
+    repo = Path(flowinfer.__file__).resolve().parents[1]
+    assert default_data_root() == repo.parent / "shared" / "data"
+    monkeypatch.setenv("FLOWINFER_DATA", "/some/where")
+    assert default_data_root() == Path("/some/where")
+
+
+def test_old_import_path_still_works(monkeypatch):
+    import importlib
+    import sys
+
+    import flowinfer
+    import flowinfer.data.datasets as new
+
+    # Another test may have imported the shim already; forget it so that it runs (and warns).
+    monkeypatch.delitem(sys.modules, "flowinfer.datasets", raising=False)
+    with pytest.warns(DeprecationWarning, match="flowinfer.datasets moved"):
+        old = importlib.import_module("flowinfer.datasets")
+    assert flowinfer.datasets is new
+    for name in new.__all__:
+        assert getattr(old, name) is getattr(new, name)
 
 
 def test_load_mnist_real_files():

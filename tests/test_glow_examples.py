@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import flowinfer as fi
-from flowinfer.datasets import DataNotFoundError, load_mnist
+from flowinfer.data.datasets import DataNotFoundError, load_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowinfer.nn import MLP, MaskedMLP
+from flowinfer.nn import MLP, MaskedMLP, check_hidden
 
 
 def test_mlp_starts_at_zero_and_learns():
@@ -52,3 +52,43 @@ def test_made_output_starts_at_zero():
 def test_residual_needs_equal_widths():
     with pytest.raises(ValueError, match="equal sizes"):
         MaskedMLP(3, 2, hidden=(8, 16), residual=True)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"in_features": -1, "out_features": 2}, ValueError, "in_features must be an integer >= 0"),
+    ({"in_features": 2, "out_features": 0}, ValueError, "out_features must be an integer >= 1"),
+    ({"in_features": 2.0, "out_features": 2}, TypeError, "in_features must be an integer"),
+    ({"in_features": 2, "out_features": 2, "hidden": ()}, ValueError, "hidden"),
+    ({"in_features": 2, "out_features": 2, "zero_init": 1}, TypeError, "zero_init"),
+])
+def test_mlp_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        MLP(**kwargs)
+
+
+def test_made_bad_arguments():
+    with pytest.raises(ValueError, match="ordering must be a permutation"):
+        MaskedMLP(3, 2, ordering=[0, 0, 1])
+    with pytest.raises(ValueError, match="params_per_dim must be an integer >= 1"):
+        MaskedMLP(3, 0)
+    with pytest.raises(TypeError, match="dim must be an integer"):
+        MaskedMLP("3", 2)
+
+
+def test_check_hidden_takes_an_int_or_a_sequence():
+    assert check_hidden(8) == (8,)
+    assert check_hidden([16, 8]) == (16, 8)
+    with pytest.raises(TypeError, match="hidden must be a non-empty sequence"):
+        check_hidden("wide")
+    with pytest.raises(ValueError, match="hidden must be a non-empty sequence"):
+        check_hidden((8, 0))
+
+
+def test_check_positive_int_is_deprecated_and_keeps_its_old_errors():
+    from flowinfer.nn import check_positive_int
+
+    with pytest.warns(DeprecationWarning, match="check_int"):
+        assert check_positive_int(0, "n", allow_zero=True) == 0
+    with pytest.warns(DeprecationWarning), \
+            pytest.raises(ValueError, match="n must be a positive integer"):
+        check_positive_int(1.5, "n")

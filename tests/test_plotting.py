@@ -16,7 +16,7 @@ from flowinfer.plotting import (
     plot_samples,
     plot_target_vs_flow,
 )
-from flowinfer.training import FitResult
+from flowinfer.train import FitResult
 
 pytest.importorskip("matplotlib")
 
@@ -116,23 +116,53 @@ def test_plot_errors():
         plot_density("nsf")
     with pytest.raises(ValueError, match="flow must be 2-D"):
         plot_density(fi.build_flow("maf", dim=3, num_layers=1))
-    with pytest.raises(ValueError, match="bounds"):
+    with pytest.raises(ValueError, match=r"bounds must be \(\(xmin, xmax\), \(ymin, ymax\)\)"):
         plot_density(flow, bounds=((1, 0), (0, 1)))
-    with pytest.raises(ValueError, match="resolution"):
+    with pytest.raises(ValueError, match="bounds must be"):
+        plot_density(flow, bounds=((0, 1), (0, 1), (0, 1)))
+    with pytest.raises(ValueError, match="bounds must be"):
+        plot_density(flow, bounds=((0, math.inf), (0, 1)))
+    with pytest.raises(TypeError, match="bounds must be"):
+        plot_density(flow, bounds=4.0)
+    with pytest.raises(TypeError, match="bounds must be"):
+        plot_density(flow, bounds=(("a", "b"), (0, 1)))
+    with pytest.raises(ValueError, match="resolution must be an integer >= 2, got 1"):
         plot_density(flow, resolution=1)
+    with pytest.raises(TypeError, match="resolution must be an integer"):
+        plot_density(flow, resolution=20.0)
+    with pytest.raises(TypeError, match="log must be True or False"):
+        plot_density(flow, log="yes")
     with pytest.raises(ValueError, match=r"shape \(m, 2\)"):
         plot_samples(torch.zeros(5))
     with pytest.raises(TypeError, match="samples_or_flow"):
         plot_samples(object())
-    with pytest.raises(ValueError, match="n must be a positive integer"):
+    with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
         plot_samples(flow, n=0)
+    with pytest.raises(TypeError, match="n must be an integer"):
+        plot_samples(flow, n=10.0)
     with pytest.raises(ValueError, match="no loss curve"):
         plot_loss({"lr": [1.0]})
     with pytest.raises(TypeError, match="result must be"):
         plot_loss([1.0, 2.0])
-    with pytest.raises(ValueError, match="ncols"):
+    with pytest.raises(TypeError, match="log_y must be True or False"):
+        plot_loss({"loss": [1.0]}, log_y=None)
+    with pytest.raises(ValueError, match="ncols must be an integer >= 1, got 0"):
         plot_layers(flow, ncols=0)
+    with pytest.raises(TypeError, match="ncols must be an integer"):
+        plot_layers(flow, ncols="3")
+    with pytest.raises(TypeError, match="skip_static must be True or False"):
+        plot_layers(flow, skip_static=1)
     with pytest.raises(TypeError, match="log_density_fn must be callable"):
         plot_target_vs_flow(3, flow)
     with pytest.raises(ValueError, match="context was given"):
         plot_density(flow, context=[1.0])
+
+
+def test_bounds_may_be_a_tensor_or_numpy_numbers():
+    import numpy as np
+
+    flow = shifted_flow()
+    for bounds in (torch.tensor([[-4.0, 4.0], [-3.0, 3.0]]),
+                   ((np.float32(-4), np.float64(4)), (-3, 3))):
+        image = plot_density(flow, bounds=bounds, resolution=10).axes[0].get_images()[0]
+        assert tuple(image.get_extent()) == (-4.0, 4.0, -3.0, 3.0)

@@ -238,8 +238,16 @@ def test_bad_inputs_raise():
         rational_quadratic_spline(x, w, h, d, min_derivative=1.0)
     with pytest.raises(ValueError, match="params"):
         split_spline_params(torch.zeros(4, 22), 8)
-    with pytest.raises(ValueError, match="bins"):
+    with pytest.raises(ValueError, match="bins must be an integer >= 1"):
         spline_params_per_dim(0)
+    with pytest.raises(TypeError, match="bins must be an integer"):
+        spline_params_per_dim(8.0)
+    with pytest.raises(TypeError, match="bound must be a finite number"):
+        rational_quadratic_spline(x, w, h, d, bound="5")
+    with pytest.raises(TypeError, match="unnormalized_widths must be a torch.Tensor"):
+        rational_quadratic_spline(x, [0.0] * BINS, h, d)
+    with pytest.raises(ValueError, match="min_bin_height must be a finite number >= 0"):
+        rational_quadratic_spline(x, w, h, d, min_bin_height=-0.1)
 
 
 def _both_directions(x, w, h, d):

@@ -17,6 +17,7 @@ from pyro.infer.autoguide import AutoGuide
 from torch import Tensor
 from torch.distributions import biject_to
 
+from flowinfer.checks import check_int
 from flowinfer.inference.sites import (
     _check_flow_arg,
     _improper_error,
@@ -81,8 +82,7 @@ class AutoAmortizedFlow(AutoGuide):
                 f"encoder must be a callable (an nn.Module) returning the context, got "
                 f"{type(encoder).__name__}"
             )
-        if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 1:
-            raise ValueError(f"context_dim must be a positive int, got {context_dim!r}")
+        check_int(context_dim, "context_dim")
         _check_flow_arg(flow)
         if isinstance(flow, str):
             from flowinfer.registry import get_flow_spec

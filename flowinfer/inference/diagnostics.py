@@ -11,12 +11,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from flowinfer.inference.evidence import ImportanceSummary, importance_summary, khat_reading
@@ -55,12 +53,8 @@ class DiagnosticReport:
 
     @classmethod
     def from_log_weights(cls, log_weights: Tensor) -> DiagnosticReport:
-        lw = log_weights.detach().to("cpu", torch.float64)
-        s: ImportanceSummary = importance_summary(lw)
-        finite = lw[torch.isfinite(lw)]
-        elbo = float(finite.mean()) if finite.numel() == lw.numel() else -math.inf
-        elbo_se = float(finite.std() / math.sqrt(finite.numel()))
-        return cls(elbo, elbo_se, s.log_z, s.log_z_se, s.khat, s.ess, s.ess_fraction,
+        s: ImportanceSummary = importance_summary(log_weights)
+        return cls(s.elbo, s.elbo_se, s.log_z, s.log_z_se, s.khat, s.ess, s.ess_fraction,
                    s.num_samples)
 
     def __str__(self) -> str:

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ImportanceSummary", "importance_summary", "khat_reading", "psis_khat"]
+__all__ = ["ImportanceSummary", "importance_summary", "elbo_estimate", "khat_reading",
+           "psis_khat"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ImportanceSummary:
     ess_fraction: float
     khat: float
     num_samples: int
+    elbo: float = math.nan
+    elbo_se: float = math.nan
 
     @property
     def khat_reading(self) -> str:
@@ -69,6 +72,23 @@ def psis_khat(log_weights: Tensor | np.ndarray) -> float:
     return float(np.asarray(khat))
 
 
+def elbo_estimate(log_weights: Tensor | np.ndarray) -> tuple[float, float]:
+    """The ELBO ``mean(log w)`` and its standard error, from log importance weights.
+
+    A draw with ``log w = -inf`` (zero target density) makes the ELBO ``-inf``; the standard
+    error is then that of the finite weights.
+
+    Example:
+        >>> elbo_estimate(torch.tensor([-1.0, -3.0]))
+        (-2.0, 1.0)
+    """
+    lw = _as_numpy(log_weights).astype(np.float64)
+    finite = lw[np.isfinite(lw)]
+    elbo = float(finite.mean()) if finite.size == lw.size and lw.size else -math.inf
+    se = float(finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size > 1 else math.nan
+    return elbo, se
+
+
 def importance_summary(log_weights: Tensor | np.ndarray) -> ImportanceSummary:
     """Summarise 1-D log importance weights.
 
@@ -103,7 +123,8 @@ def importance_summary(log_weights: Tensor | np.ndarray) -> ImportanceSummary:
         khat = -math.inf
     else:
         khat = psis_khat(finite) if finite.size >= 5 else math.nan
-    return ImportanceSummary(log_z, log_z_se, ess, ess / n, khat, n)
+    elbo, elbo_se = elbo_estimate(lw)
+    return ImportanceSummary(log_z, log_z_se, ess, ess / n, khat, n, elbo, elbo_se)
 
 
 def _as_numpy(x: Tensor | np.ndarray) -> np.ndarray:

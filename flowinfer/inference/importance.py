@@ -13,15 +13,9 @@ from pyro import poutine
 from pyro.infer.importance import vectorized_importance_weights
 from torch import Tensor
 
+from flowinfer.checks import check_int
+
 __all__ = ['importance_draws']
-
-
-def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
-    return value
 
 
 def _check_callables(model: Any, guide: Any) -> None:
@@ -89,8 +83,8 @@ def importance_draws(
         Yao et al. (2018), "Yes, but Did It Work?: Evaluating Variational Inference".
     """
     _check_callables(model, guide)
-    _check_positive_int(num_samples, "num_samples", 2)
-    _check_positive_int(chunk_size, "chunk_size")
+    check_int(num_samples, "num_samples", 2)
+    check_int(chunk_size, "chunk_size")
     model_trace, guide_trace = _single_traces(model, guide, args, kwargs)
     nesting = _max_plate_nesting(model_trace, guide_trace)
     latent = {

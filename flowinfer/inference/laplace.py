@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowinfer.inference.evidence import elbo_estimate
+
 __all__ = ["LaplaceStart", "find_mode", "inverse_hessian_tril", "gaussian_elbo",
            "laplace_start", "safe_log_density"]
 
@@ -199,8 +201,7 @@ def gaussian_elbo(log_density: LogDensity, loc: Tensor, scale_tril: Tensor,
         u = loc + eps @ scale_tril.T
         log_q = torch.distributions.MultivariateNormal(loc, scale_tril=scale_tril).log_prob(u)
         log_p = torch.stack([log_density(row).reshape(()) for row in u])
-        log_w = log_p - log_q
-        return float(log_w.mean()) if bool(torch.isfinite(log_w).all()) else -math.inf
+        return elbo_estimate(log_p - log_q)[0]
 
 
 @torch.enable_grad()

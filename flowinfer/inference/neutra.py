@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pyro import poutine
 
+from flowinfer.checks import check_int
 from flowinfer.inference.groups import build_inference_data
 from flowinfer.inference.importance import (
     _check_callables,
-    _check_positive_int,
     _max_plate_nesting,
     _single_traces,
 )
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import arviz as az
 
 __all__ = ['neutra_mcmc']
 
@@ -26,7 +29,7 @@ def neutra_mcmc(
     model: Callable, guide: Any, *args: Any, num_samples: int = 1000, warmup: int = 500,
     num_chains: int = 2, progress: bool | None = None, nuts_kwargs: dict | None = None,
     posterior_predictive: bool = False, **kwargs: Any
-):
+) -> az.InferenceData:
     """NUTS in the flow-preconditioned space of a fitted ``AutoFlow`` (NeuTra HMC).
 
     Runs Pyro's ``NeuTraReparam``: the model is rewritten in terms of the guide's base
@@ -81,9 +84,9 @@ def neutra_mcmc(
             "guide must be an AutoContinuous guide such as fi.AutoFlow (NeuTraReparam needs "
             f"its transform), got {type(guide).__name__}"
         )
-    _check_positive_int(num_samples, "num_samples")
-    _check_positive_int(warmup, "warmup", 0)
-    _check_positive_int(num_chains, "num_chains")
+    check_int(num_samples, "num_samples")
+    check_int(warmup, "warmup", 0)
+    check_int(num_chains, "num_chains")
     if guide.prototype_trace is None:
         raise ValueError("the guide has not been run yet: fit it with SVI before neutra_mcmc")
     if not isinstance(posterior_predictive, bool):

@@ -107,7 +107,11 @@ class ModelPotential:
         """
         self = cls.__new__(cls)
         self._setup(model, tuple(args), dict(kwargs or {}), trace)
-        self._init_flat = None
+        # The trace's own point: the model ran there, so it is a fair place to compare the
+        # batched path with one-point evaluations.
+        self._init_flat = torch.cat([
+            self.transforms[k].inv(trace.nodes[k]["value"]).reshape(-1).detach()
+            for k in self.sites])
         self.vectorized = None
         return self
 
@@ -171,9 +175,8 @@ class ModelPotential:
     def _looped(self, flat: Tensor) -> Tensor:
         return torch.stack([self._single_log_prob(row) for row in flat])
 
-    def _check_vmap(self, points: Tensor | None = None) -> bool:
-        if points is None:
-            points = torch.stack([self._init_flat, self._init_flat + 0.1])
+    def _check_vmap(self) -> bool:
+        points = torch.stack([self._init_flat, self._init_flat + 0.1])
         with torch.no_grad():
             reference = self._looped(points)
             try:
@@ -205,7 +208,7 @@ class ModelPotential:
             return self._safe_single(x) if safe else self._single_log_prob(x)
         flat = x.reshape(-1, self.dim)
         if self.vectorized is None:
-            self.vectorized = self._check_vmap(flat[:2].detach())
+            self.vectorized = self._check_vmap()
         try:
             out = self._vmapped(flat) if self.vectorized else self._looped(flat)
         except Exception:  # noqa: BLE001 - a safe call re-evaluates point by point below

@@ -5,7 +5,6 @@ initialisation, discrete and improper sites, the guide's flow.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +14,7 @@ from pyro import poutine
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_median
 from torch.distributions import biject_to
 
+from flowinfer.checks import check_number
 from flowinfer.flow import Flow
 from flowinfer.registry import build_flow
 
@@ -63,11 +63,7 @@ def init_to_median_or_zero(site: dict | None = None, num_samples: int = 15):
 
 
 def _check_init_scale(init_scale: Any) -> float:
-    if isinstance(init_scale, bool) or not isinstance(init_scale, int | float):
-        raise TypeError(f"init_scale must be a positive float, got {type(init_scale).__name__}")
-    if not (init_scale > 0 and math.isfinite(init_scale)):
-        raise ValueError(f"init_scale must be a positive finite float, got {init_scale!r}")
-    return float(init_scale)
+    return check_number(init_scale, "init_scale", low=0.0, low_open=True)
 
 
 def _check_flow_arg(flow: Any) -> None:

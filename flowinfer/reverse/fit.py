@@ -144,8 +144,8 @@ def fit_reverse_kl(
         target: a batched log density ``f(x) -> (n,)`` for ``x`` of shape ``(n, dim)``; an
             object with ``log_prob`` and ``dim`` (e.g. :mod:`flowinfer.data.targets`); a
             :class:`~flowinfer.inference.potential.ModelPotential`; or a Pyro model
-            (recognised when ``model_args`` or ``model_kwargs`` are given, or when it runs without arguments and has latent
-            sites), fitted in its unconstrained space.
+            (recognised when ``model_args`` or ``model_kwargs`` are given, or when it runs
+            without arguments and has latent sites), fitted in its unconstrained space.
         steps: optimisation steps.
         num_samples: flow samples per step.
         lr: Adam learning rate (the peak, with ``schedule="cosine"``).

@@ -96,7 +96,7 @@ def estimate_log_z(
         ``ess_fraction``, ``khat``, ``num_samples``).
 
     Example:
-        >>> import flowinfer as fi
+        >>> import math, flowinfer as fi
         >>> flow = fi.build_flow("realnvp", dim=2, num_layers=1, hidden=(8,))  # identity
         >>> s = estimate_log_z(flow, lambda x: -0.5 * (x**2).sum(-1), 1000)
         >>> round(s.log_z, 4), round(math.log(2 * math.pi), 4), round(s.ess_fraction, 6)
@@ -127,6 +127,7 @@ def importance_resample(
         seed: seed of a local generator (None: the global RNG).
 
     Example:
+        >>> import math
         >>> x = torch.tensor([[0.0], [1.0]])
         >>> importance_resample(x, torch.tensor([0.0, -math.inf]), 3).flatten().tolist()
         [0.0, 0.0, 0.0]

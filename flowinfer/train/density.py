@@ -38,7 +38,7 @@ def mean_nll(flow: Flow, x: Tensor, context: Tensor | None = None,
     Evaluated in batches without gradients; the flow's train/eval mode is left as it is.
 
     Example:
-        >>> import flowinfer as fi
+        >>> import torch, flowinfer as fi
         >>> flow = fi.build_flow("realnvp", dim=2, num_layers=1, hidden=(8,))  # N(0, I)
         >>> round(mean_nll(flow, torch.zeros(10, 2)), 4)  # log(2 pi)
         1.8379
@@ -152,7 +152,7 @@ def fit_density(
             values out of range.
 
     Example:
-        >>> import flowinfer as fi
+        >>> import torch, flowinfer as fi
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
         <torch._C.Generator object at ...>
         >>> data = torch.randn(500, 2) * torch.tensor([2.0, 0.5]) + 1.0

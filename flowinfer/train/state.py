@@ -68,8 +68,8 @@ class BestState:
         >>> best.update(0.5, step=0)
         True
         >>> with torch.no_grad():
-        ...     layer.weight.fill_(3.0)
-        >>> best.restore(); float(layer.weight) != 3.0
+        ...     _ = layer.weight.fill_(3.0)
+        >>> best.restore(); float(layer.weight.detach()) != 3.0
         True
     """
 

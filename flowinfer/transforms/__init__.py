@@ -1,6 +1,9 @@
 """Bijectors: every learnable one is a Pyro ``TransformModule`` (or conditional module).
 
-See ``docs/api.md`` for the contract they share.
+See ``docs/api.md`` for the contract they share. The lowercase helpers build layers with their
+networks in Pyro's style (``affine_coupling(dim)``); the helpers that only forwarded their
+arguments to a class (``actnorm``, ``lu_linear``, ``squeeze``, ...) and ``ActNorm2d`` (now
+``ActNorm((C, H, W))``) still import, with a ``DeprecationWarning`` when called.
 """
 
 from flowinfer.transforms.autoregressive import (
@@ -11,6 +14,8 @@ from flowinfer.transforms.autoregressive import (
     spline_autoregressive,
 )
 from flowinfer.transforms.base import Bijector, ConditionalBijector, ConditionedBijector
+from flowinfer.transforms.channel_coupling import ChannelCoupling
+from flowinfer.transforms.conv import InvertibleConv1x1
 from flowinfer.transforms.coupling import (
     Coupling,
     affine_coupling,
@@ -19,61 +24,55 @@ from flowinfer.transforms.coupling import (
     spline_coupling,
 )
 from flowinfer.transforms.elements import AffineElement, SplineElement
-from flowinfer.transforms.elementwise import ActNorm, ElementwiseAffine, actnorm, elementwise_affine
-from flowinfer.transforms.images import (
+from flowinfer.transforms.elementwise import (  # noqa: F401 - deprecated helpers
+    ActNorm,
+    ElementwiseAffine,
+    actnorm,
+    elementwise_affine,
+)
+from flowinfer.transforms.glow import glow_layers
+from flowinfer.transforms.image_base import ImageBijector
+from flowinfer.transforms.images import (  # noqa: F401 - deprecated names
     ActNorm2d,
-    ChannelCoupling,
-    ImageBijector,
-    InvertibleConv1x1,
-    MultiscaleSplit,
-    Squeeze,
-    Unsqueeze,
     actnorm2d,
     channel_coupling,
-    glow_layers,
     invertible_conv1x1,
     multiscale_split,
     squeeze,
 )
-from flowinfer.transforms.linear import LULinear, lu_linear
+from flowinfer.transforms.linear import LULinear, lu_linear  # noqa: F401
+from flowinfer.transforms.multiscale import MultiscaleSplit
 from flowinfer.transforms.permutation import Permutation, permutation
-from flowinfer.transforms.pyro_adapter import PyroTransform
+from flowinfer.transforms.pyro_adapter import CorrectedSylvester, PyroTransform
+from flowinfer.transforms.squeeze import Squeeze, Unsqueeze
 
 __all__ = [
     "ActNorm",
-    "ActNorm2d",
-    "ChannelCoupling",
-    "ImageBijector",
-    "InvertibleConv1x1",
-    "MultiscaleSplit",
-    "Squeeze",
-    "Unsqueeze",
-    "actnorm2d",
-    "channel_coupling",
-    "glow_layers",
-    "invertible_conv1x1",
-    "multiscale_split",
-    "squeeze",
     "AffineElement",
     "Autoregressive",
     "Bijector",
+    "ChannelCoupling",
     "ConditionalBijector",
     "ConditionedBijector",
+    "CorrectedSylvester",
     "Coupling",
     "ElementwiseAffine",
+    "ImageBijector",
+    "InvertibleConv1x1",
     "LULinear",
+    "MultiscaleSplit",
     "Permutation",
     "PyroTransform",
     "SplineElement",
-    "actnorm",
+    "Squeeze",
+    "Unsqueeze",
     "affine_autoregressive",
     "affine_coupling",
     "conditional_affine_autoregressive",
     "conditional_affine_coupling",
     "conditional_spline_autoregressive",
     "conditional_spline_coupling",
-    "elementwise_affine",
-    "lu_linear",
+    "glow_layers",
     "permutation",
     "spline_autoregressive",
     "spline_coupling",

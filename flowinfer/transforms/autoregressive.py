@@ -13,9 +13,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from flowinfer.nn import MaskedMLP, check_hidden, check_positive_int
+from flowinfer.checks import check_choice, check_int
+from flowinfer.nn import MaskedMLP, check_hidden
 from flowinfer.transforms.base import Bijector, ConditionalBijector
-from flowinfer.transforms.elements import make_element
+from flowinfer.transforms.elements import (
+    AffineElement,
+    SplineElement,
+    element_name,
+    make_element,
+)
 
 __all__ = [
     "Autoregressive",
@@ -36,7 +42,8 @@ class Autoregressive(Bijector):
 
     Args:
         dim: event size.
-        element: ``"affine"`` or ``"spline"``.
+        element: ``"affine"`` or ``"spline"``, or an element object (``AffineElement``,
+            ``SplineElement``) carrying its own settings.
         direction: ``"maf"`` (one-pass ``log_prob``) or ``"iaf"`` (one-pass sampling).
         hidden: MADE hidden sizes.
         context_dim: size of an optional context vector.
@@ -60,7 +67,7 @@ class Autoregressive(Bijector):
     def __init__(
         self,
         dim: int,
-        element: str = "affine",
+        element: str | AffineElement | SplineElement = "affine",
         direction: str = "maf",
         hidden: Sequence[int] = (64, 64),
         context_dim: int = 0,
@@ -70,17 +77,16 @@ class Autoregressive(Bijector):
         bound: float = 5.0,
         log_scale_bound: float = 5.0,
     ) -> None:
-        check_positive_int(dim, "dim")
-        check_positive_int(context_dim, "context_dim", allow_zero=True)
-        if direction not in _DIRECTIONS:
-            raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
+        check_int(dim, "dim")
+        check_int(context_dim, "context_dim", 0)
+        check_choice(direction, "direction", _DIRECTIONS)
         super().__init__(dim, context_dim)
         self.direction = direction
         self.fast_inverse = direction == "maf"
         self.element = make_element(
             element, bins=bins, bound=bound, log_scale_bound=log_scale_bound
         )
-        self.element_name = element
+        self.element_name = element_name(self.element)
         self.made = MaskedMLP(
             dim,
             self.element.num_params,
@@ -108,17 +114,13 @@ class Autoregressive(Bijector):
             u, log_deriv = self.element.inverse(v, self.made(u, context))
         return u, log_deriv.sum(-1)
 
-    def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x, context = self._check_input(x, context, "x")
+    def _call_and_ladj(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self.direction == "iaf":
             return self._one_pass(x, context)
         y, log_deriv = self._sequential_inverse(x, context)
         return y, -log_deriv
 
-    def inverse_and_ladj(
-        self, y: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        y, context = self._check_input(y, context, "y")
+    def _inverse_and_ladj(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self.direction == "iaf":
             return self._sequential_inverse(y, context)
         x, log_deriv = self._one_pass(y, context)
@@ -173,7 +175,7 @@ def conditional_affine_autoregressive(
         >>> layer.condition(torch.randn(2))(torch.zeros(4, 3)).shape
         torch.Size([4, 3])
     """
-    check_positive_int(context_dim, "context_dim")
+    check_int(context_dim, "context_dim")
     return ConditionalBijector(
         affine_autoregressive(dim, hidden, context_dim=context_dim, **kwargs)
     )
@@ -189,7 +191,7 @@ def conditional_spline_autoregressive(
         >>> layer.condition(torch.randn(2))(torch.zeros(4, 3)).shape
         torch.Size([4, 3])
     """
-    check_positive_int(context_dim, "context_dim")
+    check_int(context_dim, "context_dim")
     return ConditionalBijector(
         spline_autoregressive(dim, hidden, context_dim=context_dim, **kwargs)
     )

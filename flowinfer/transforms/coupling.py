@@ -11,9 +11,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from flowinfer.nn import MLP, check_hidden, check_positive_int
+from flowinfer.checks import check_int
+from flowinfer.nn import MLP, check_hidden
 from flowinfer.transforms.base import Bijector, ConditionalBijector
-from flowinfer.transforms.elements import make_element
+from flowinfer.transforms.elements import (
+    AffineElement,
+    SplineElement,
+    element_name,
+    make_element,
+)
 
 __all__ = [
     "Coupling",
@@ -38,12 +44,14 @@ class Coupling(Bijector):
         dim: event size.
         mask: boolean tensor of shape ``(dim,)``; True marks the conditioning part ``A``.
             Default: the first ``dim // 2`` dimensions.
-        element: ``"affine"`` (RealNVP) or ``"spline"`` (rational-quadratic, NSF).
+        element: ``"affine"`` (RealNVP) or ``"spline"`` (rational-quadratic, NSF), or an
+            element object (``AffineElement(log_scale_bound)``, ``SplineElement(bins,
+            bound)``), which then carries its own settings.
         hidden: conditioner hidden sizes.
         context_dim: size of an optional context vector fed to the conditioner.
-        bins: spline bins (spline element only).
-        bound: spline interval ``[-bound, bound]``; identity outside (spline only).
-        log_scale_bound: soft bound on the per-layer log scale (affine only).
+        bins: spline bins (spline element by name only).
+        bound: spline interval ``[-bound, bound]``; identity outside (spline by name only).
+        log_scale_bound: soft bound on the per-layer log scale (affine by name only).
 
     Example:
         >>> layer = Coupling(4, element="spline")
@@ -51,6 +59,9 @@ class Coupling(Bijector):
         >>> y, ladj = layer.call_and_ladj(x)
         >>> torch.allclose(y, x), ladj.shape
         (True, torch.Size([10]))
+        >>> from flowinfer.transforms import SplineElement
+        >>> Coupling(4, element=SplineElement(bins=4, bound=3.0)).element.bound
+        3.0
 
     References:
         Dinh et al. (2017), "Density estimation using Real NVP", ICLR.
@@ -61,15 +72,15 @@ class Coupling(Bijector):
         self,
         dim: int,
         mask: Tensor | Sequence[bool] | None = None,
-        element: str = "affine",
+        element: str | AffineElement | SplineElement = "affine",
         hidden: Sequence[int] = (64, 64),
         context_dim: int = 0,
         bins: int = 8,
         bound: float = 5.0,
         log_scale_bound: float = 5.0,
     ) -> None:
-        check_positive_int(dim, "dim")
-        check_positive_int(context_dim, "context_dim", allow_zero=True)
+        check_int(dim, "dim")
+        check_int(context_dim, "context_dim", 0)
         super().__init__(dim, context_dim)
         mask = default_mask(dim) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
         if mask.shape != (dim,):
@@ -92,7 +103,7 @@ class Coupling(Bijector):
         self.element = make_element(
             element, bins=bins, bound=bound, log_scale_bound=log_scale_bound
         )
-        self.element_name = element
+        self.element_name = element_name(self.element)
         n_out = transform_idx.numel()
         self.conditioner = MLP(
             identity_idx.numel() + context_dim,
@@ -134,16 +145,12 @@ class Coupling(Bijector):
             return torch.cat([b, a], dim=-1)
         return torch.cat([a, b], dim=-1).index_select(-1, self.restore_idx)
 
-    def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x, context = self._check_input(x, context, "x")
+    def _call_and_ladj(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         x_a, x_b, params = self._split(x, context)
         y_b, ladj = self.element(x_b, params)
         return self._join(x_a, y_b), ladj.sum(-1)
 
-    def inverse_and_ladj(
-        self, y: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        y, context = self._check_input(y, context, "y")
+    def _inverse_and_ladj(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         y_a, y_b, params = self._split(y, context)
         x_b, ladj = self.element.inverse(y_b, params)
         return self._join(y_a, x_b), ladj.sum(-1)
@@ -192,7 +199,7 @@ def conditional_affine_coupling(
         >>> layer.condition(torch.randn(3))(torch.zeros(5, 2)).shape
         torch.Size([5, 2])
     """
-    check_positive_int(context_dim, "context_dim")
+    check_int(context_dim, "context_dim")
     return ConditionalBijector(affine_coupling(dim, hidden, context_dim=context_dim, **kwargs))
 
 
@@ -206,5 +213,5 @@ def conditional_spline_coupling(
         >>> layer.condition(torch.randn(3))(torch.zeros(5, 2)).shape
         torch.Size([5, 2])
     """
-    check_positive_int(context_dim, "context_dim")
+    check_int(context_dim, "context_dim")
     return ConditionalBijector(spline_coupling(dim, hidden, context_dim=context_dim, **kwargs))

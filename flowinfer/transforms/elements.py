@@ -6,14 +6,13 @@ so a layer whose conditioner outputs zeros is the identity map.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
+from flowinfer.checks import check_choice, check_int, check_number
 from flowinfer.splines import rational_quadratic_spline_from_params, spline_params_per_dim
 
-__all__ = ["AffineElement", "SplineElement", "make_element"]
+__all__ = ["AffineElement", "SplineElement", "element_name", "make_element"]
 
 
 class AffineElement(nn.Module):
@@ -28,9 +27,8 @@ class AffineElement(nn.Module):
 
     def __init__(self, log_scale_bound: float = 5.0) -> None:
         super().__init__()
-        if not (isinstance(log_scale_bound, int | float) and log_scale_bound > 0):
-            raise ValueError(f"log_scale_bound must be a positive number, got {log_scale_bound!r}")
-        self.log_scale_bound = float(log_scale_bound)
+        self.log_scale_bound = check_number(log_scale_bound, "log_scale_bound", low=0.0,
+                                            low_open=True)
 
     def _shift_and_log_scale(self, params: Tensor) -> tuple[Tensor, Tensor]:
         shift, raw = params[..., 0], params[..., 1]
@@ -60,12 +58,8 @@ class SplineElement(nn.Module):
 
     def __init__(self, bins: int = 8, bound: float = 5.0) -> None:
         super().__init__()
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
-            raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
-        if not (isinstance(bound, int | float) and math.isfinite(bound) and bound > 0):
-            raise ValueError(f"bound must be a positive finite number, got {bound!r}")
-        self.bins = bins
-        self.bound = float(bound)
+        self.bins = check_int(bins, "bins", 2)
+        self.bound = check_number(bound, "bound", low=0.0, low_open=True)
         self.num_params = spline_params_per_dim(bins)
 
     def forward(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
@@ -86,11 +80,29 @@ class SplineElement(nn.Module):
 
 
 def make_element(
-    element: str, *, bins: int = 8, bound: float = 5.0, log_scale_bound: float = 5.0
+    element: str | AffineElement | SplineElement, *, bins: int = 8, bound: float = 5.0,
+    log_scale_bound: float = 5.0,
 ) -> AffineElement | SplineElement:
-    """Build an element transform by name: ``"affine"`` or ``"spline"``."""
+    """The element transform ``element`` names (``"affine"`` or ``"spline"``, built with the
+    given settings), or ``element`` itself when it is already an element object.
+
+    Example:
+        >>> make_element("spline", bins=4).bins
+        4
+        >>> make_element(AffineElement(log_scale_bound=2.0)).log_scale_bound
+        2.0
+    """
+    if isinstance(element, AffineElement | SplineElement):
+        return element
+    if not isinstance(element, str):
+        raise TypeError(f"element must be 'affine', 'spline' or an element object "
+                        f"(AffineElement, SplineElement), got {type(element).__name__}")
+    check_choice(element, "element", ("affine", "spline"))
     if element == "affine":
         return AffineElement(log_scale_bound)
-    if element == "spline":
-        return SplineElement(bins, bound)
-    raise ValueError(f"element must be 'affine' or 'spline', got {element!r}")
+    return SplineElement(bins, bound)
+
+
+def element_name(element: AffineElement | SplineElement) -> str:
+    """``"affine"`` or ``"spline"``: the short name of an element object."""
+    return "affine" if isinstance(element, AffineElement) else "spline"

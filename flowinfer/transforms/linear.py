@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
-from flowinfer.nn import check_positive_int
+from flowinfer.checks import check_bool, check_int
 from flowinfer.transforms.base import Bijector
 
-__all__ = ["LULinear", "lu_linear"]
+__all__ = ["LULinear"]
 
 
 class LULinear(Bijector):
@@ -33,7 +35,8 @@ class LULinear(Bijector):
     """
 
     def __init__(self, dim: int, bias: bool = True) -> None:
-        super().__init__(check_positive_int(dim, "dim"))
+        super().__init__(check_int(dim, "dim"))
+        check_bool(bias, "bias")
         self.lower = nn.Parameter(torch.zeros(dim, dim))
         self.upper = nn.Parameter(torch.zeros(dim, dim))
         self.log_diag = nn.Parameter(torch.zeros(dim))
@@ -53,17 +56,13 @@ class LULinear(Bijector):
     def _ladj(self, x: Tensor) -> Tensor:
         return self.log_diag.sum().expand(x.shape[:-1])
 
-    def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x, _ = self._check_input(x, context, "x")
+    def _call_and_ladj(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         y = x @ self.weight().T
         if self.bias is not None:
             y = y + self.bias
         return y, self._ladj(x)
 
-    def inverse_and_ladj(
-        self, y: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        y, _ = self._check_input(y, context, "y")
+    def _inverse_and_ladj(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         lower, upper = self._factors()
         rows = y if self.bias is None else y - self.bias
         flat = rows.reshape(-1, self.dim)
@@ -75,5 +74,7 @@ class LULinear(Bijector):
 
 
 def lu_linear(dim: int, bias: bool = True) -> LULinear:
-    """Helper constructor for :class:`LULinear`."""
+    """Deprecated: use :class:`LULinear`."""
+    warnings.warn("lu_linear(dim) is deprecated and will be removed in flowinfer 0.3; use "
+                  "LULinear(dim)", DeprecationWarning, stacklevel=2)
     return LULinear(dim, bias=bias)

@@ -60,14 +60,10 @@ class BoxMap(Bijector):
         terms = self.width.log() - 0.5 * x.square() - 0.5 * math.log(2 * math.pi)
         return terms.sum(-1)
 
-    def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x, _ = self._check_input(x, context, "x")
+    def _call_and_ladj(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return self.low + self.width * torch.special.ndtr(x), self._ladj(x)
 
-    def inverse_and_ladj(
-        self, y: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        y, _ = self._check_input(y, context, "y")
+    def _inverse_and_ladj(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         x = torch.special.ndtri((y - self.low) / self.width)
         return x, self._ladj(x)
 
@@ -94,14 +90,10 @@ class StandardizeMap(Bijector):
         self.register_buffer("loc", loc)
         self.register_buffer("scale", scale)
 
-    def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x, _ = self._check_input(x, context, "x")
+    def _call_and_ladj(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return self.loc + self.scale * x, self.scale.log().sum().expand(x.shape[:-1])
 
-    def inverse_and_ladj(
-        self, y: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        y, _ = self._check_input(y, context, "y")
+    def _inverse_and_ladj(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return (y - self.loc) / self.scale, self.scale.log().sum().expand(y.shape[:-1])
 
     def extra_repr(self) -> str:

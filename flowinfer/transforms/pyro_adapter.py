@@ -83,17 +83,14 @@ class PyroTransform(Bijector):
         for attr in [a for a in vars(self.inner) if a.startswith("_cached")]:
             setattr(self.inner, attr, (None, None) if attr == "_cached_x_y" else None)
 
-    def call_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x, _ = self._check_input(x, context, "x")
+    def _call_and_ladj(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         self._reset_inner_cache()
         y = self.inner(x)
         ladj = self.inner.log_abs_det_jacobian(x, y)
         self._reset_inner_cache()
         return y, ladj
 
-    def inverse_and_ladj(
-        self, y: Tensor, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def _inverse_and_ladj(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if not self.has_inverse:
             raise NotImplementedError(
                 f"{self.name!r} has no analytic inverse, so the density of arbitrary points "
@@ -101,7 +98,6 @@ class PyroTransform(Bijector):
                 "reverse KL, sample_and_log_prob), or pick a flow with an inverse "
                 "(realnvp, nsf, maf, nsf-ar, glow)"
             )
-        y, _ = self._check_input(y, context, "y")
         self._reset_inner_cache()
         x = self.inner.inv(y)
         ladj = self.inner.log_abs_det_jacobian(x, y)

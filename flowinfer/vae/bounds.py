@@ -13,7 +13,7 @@ import torch
 from pyro import poutine
 from torch import Tensor
 
-from flowinfer.nn import check_positive_int
+from flowinfer.checks import check_callable, check_int
 
 __all__ = ['ImportanceBounds', 'log_importance_weights', 'iwae_bound']
 
@@ -55,6 +55,10 @@ def log_importance_weights(
         num_particles: ``K``.
         max_plate_nesting: how many plates the model nests (``pyro.plate`` dims in use).
 
+    Raises:
+        TypeError: ``model`` or ``guide`` is not callable, a count not an integer.
+        ValueError: a count below 1, or no sample site inside the particle plate.
+
     Example:
         >>> import pyro, pyro.distributions as dist
         >>> x = torch.randn(3)
@@ -74,8 +78,10 @@ def log_importance_weights(
     References:
         Burda et al. (2016), "Importance Weighted Autoencoders".
     """
-    check_positive_int(num_particles, "num_particles")
-    check_positive_int(max_plate_nesting, "max_plate_nesting")
+    check_callable(model, "model")
+    check_callable(guide, "guide")
+    num_particles = check_int(num_particles, "num_particles")
+    max_plate_nesting = check_int(max_plate_nesting, "max_plate_nesting")
 
     def vectorized(fn: Callable) -> Callable:
         def wrapped(*a: Any, **k: Any) -> Any:
@@ -128,6 +134,10 @@ def iwae_bound(
         chunk_size: particles per vectorized pass.
         max_plate_nesting: how many plates the model nests.
 
+    Raises:
+        TypeError: ``model`` or ``guide`` is not callable, a count not an integer.
+        ValueError: a count below 1.
+
     Returns:
         :class:`ImportanceBounds` with tensors of the plate shape (e.g. ``(N,)``).
 
@@ -147,8 +157,11 @@ def iwae_bound(
     References:
         Burda et al. (2016), "Importance Weighted Autoencoders".
     """
-    check_positive_int(num_particles, "num_particles")
-    check_positive_int(chunk_size, "chunk_size")
+    check_callable(model, "model")
+    check_callable(guide, "guide")
+    num_particles = check_int(num_particles, "num_particles")
+    chunk_size = check_int(chunk_size, "chunk_size")
+    check_int(max_plate_nesting, "max_plate_nesting")
     chunks = []
     remaining = num_particles
     while remaining > 0:

@@ -17,9 +17,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from flowinfer.checks import check_int
 from flowinfer.flow import Flow
-from flowinfer.nn import check_positive_int
 from flowinfer.registry import build_flow
+from flowinfer.transforms.base import check_context, check_event
 
 __all__ = ['AmortizedFlowPosterior']
 
@@ -66,17 +67,15 @@ class AmortizedFlowPosterior(nn.Module):
 
     def __init__(self, dim: int, context_dim: int = 0, flow: str = "iaf", **hyper: Any) -> None:
         super().__init__()
-        self.dim = check_positive_int(dim, "dim")
-        self.context_dim = check_positive_int(context_dim, "context_dim", allow_zero=True)
+        self.dim = check_int(dim, "dim")
+        self.context_dim = check_int(context_dim, "context_dim", 0)
         if not isinstance(flow, str):
             raise TypeError(f"flow must be a registered flow name, got {type(flow).__name__}")
         self.flow: Flow = build_flow(flow, dim, context_dim=context_dim, **hyper)
         self.num_features = 2 * dim + context_dim
 
     def _check(self, loc: Tensor, scale: Tensor | float, context: Tensor | None) -> None:
-        if not isinstance(loc, Tensor) or loc.dim() == 0 or loc.shape[-1] != self.dim:
-            got = tuple(loc.shape) if isinstance(loc, Tensor) else type(loc).__name__
-            raise ValueError(f"loc must be a tensor of shape (..., {self.dim}), got {got}")
+        check_event(loc, self.dim, "loc")
         if isinstance(scale, Tensor):
             try:
                 torch.broadcast_shapes(scale.shape, loc.shape)
@@ -85,19 +84,7 @@ class AmortizedFlowPosterior(nn.Module):
                     f"scale must broadcast with loc {tuple(loc.shape)}, got "
                     f"{tuple(scale.shape)}"
                 ) from None
-        if self.context_dim == 0:
-            if context is not None:
-                raise ValueError(
-                    "context was given but this posterior was built with context_dim=0"
-                )
-            return
-        if not isinstance(context, Tensor) or context.dim() == 0 or (
-            context.shape[-1] != self.context_dim
-        ):
-            got = tuple(context.shape) if isinstance(context, Tensor) else context
-            raise ValueError(
-                f"context must be a tensor of shape (..., {self.context_dim}), got {got}"
-            )
+        check_context(context, self.context_dim, "posterior")
 
     def forward(
         self, loc: Tensor, scale: Tensor | float, context: Tensor | None = None
@@ -113,13 +100,12 @@ class AmortizedFlowPosterior(nn.Module):
         The scale is ``softplus(raw) + 1e-6``; the context is ``None`` when
         ``context_dim == 0``.
         """
-        if not isinstance(features, Tensor) or features.dim() == 0 or (
-            features.shape[-1] != self.num_features
-        ):
-            got = tuple(features.shape) if isinstance(features, Tensor) else features
+        if not isinstance(features, Tensor):
+            raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
+        if features.dim() == 0 or features.shape[-1] != self.num_features:
             raise ValueError(
                 f"features must be a tensor of shape (..., {self.num_features}) "
-                f"(2 * dim + context_dim), got {got}"
+                f"(2 * dim + context_dim), got {tuple(features.shape)}"
             )
         d = self.dim
         loc, raw, context = features[..., :d], features[..., d : 2 * d], features[..., 2 * d :]

@@ -20,9 +20,9 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
+from flowinfer.checks import check_int
 from flowinfer.flow import Flow
-from flowinfer.nn import check_positive_int
-from flowinfer.registry import build_flow, get_flow_spec
+from flowinfer.registry import build_flow
 
 __all__ = ["FlowPrior"]
 
@@ -50,6 +50,11 @@ class FlowPrior(nn.Module):
         base: ``"standard"`` or ``"learnable"`` base of the built flow (names only).
         **hyper: hyper-parameters passed to ``fi.build_flow`` (``num_layers``, ``hidden``, ...).
 
+    Raises:
+        TypeError: ``dim`` is not an integer, ``flow`` neither a name nor a Flow.
+        ValueError: ``dim < 1``; a Flow of another ``dim``, conditional, given together with
+            hyper-parameters, or without an inverse (``flow.has_inverse`` is False).
+
     Example:
         >>> import pyro
         >>> prior = FlowPrior(2, flow="realnvp", num_layers=2, hidden=(16,))
@@ -72,7 +77,7 @@ class FlowPrior(nn.Module):
         self, dim: int, flow: str | Flow = "realnvp", base: str = "standard", **hyper: Any
     ) -> None:
         super().__init__()
-        dim = check_positive_int(dim, "dim")
+        dim = check_int(dim, "dim")
         if isinstance(flow, Flow):
             if hyper or base != "standard":
                 given = sorted(hyper) + ([f"base={base!r}"] if base != "standard" else [])
@@ -97,9 +102,10 @@ class FlowPrior(nn.Module):
                 f"flow must be a registered flow name or a flowinfer Flow, got "
                 f"{type(flow).__name__}"
             )
-        if name is not None and not get_flow_spec(name).has_inverse:
+        if not self.flow.has_inverse:
+            label = f"flow {name!r}" if name is not None else "the given flow"
             raise ValueError(
-                f"flow {name!r} has no inverse, so it cannot score the guide's samples; a "
+                f"{label} has no inverse, so it cannot score the guide's samples; a "
                 "prior needs log_prob of any z (use 'realnvp', 'nsf', 'maf' or 'nsf-ar')"
             )
         self.dim = dim

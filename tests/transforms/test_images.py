@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import flowinfer as fi
-from flowinfer.transforms.images import (
-    ActNorm2d,
+from flowinfer.transforms import (
+    ActNorm,
     ChannelCoupling,
     InvertibleConv1x1,
     MultiscaleSplit,
@@ -31,14 +31,14 @@ F64 = torch.float64
 
 def _split_inner():
     return [Squeeze((2, 4, 4)), ChannelCoupling((8, 2, 2), 6), InvertibleConv1x1((8, 2, 2)),
-            ActNorm2d((8, 2, 2)), Unsqueeze((8, 2, 2))]
+            ActNorm((8, 2, 2)), Unsqueeze((8, 2, 2))]
 
 
 # name -> constructor; each returns a fresh layer.
 LAYERS = {
     "squeeze": lambda: Squeeze((2, 4, 6)),
     "unsqueeze": lambda: Unsqueeze((8, 2, 3)),
-    "actnorm2d": lambda: ActNorm2d((3, 4, 4)),
+    "actnorm": lambda: ActNorm((3, 4, 4)),
     "conv1x1": lambda: InvertibleConv1x1((3, 3, 4)),
     "coupling": lambda: ChannelCoupling((3, 4, 4), hidden_channels=6),
     "coupling-even": lambda: ChannelCoupling((4, 2, 2), hidden_channels=6),
@@ -208,30 +208,6 @@ def test_conv1x1_log_det_is_pixels_times_log_det_of_weight():
                                expected.expand(2))
 
 
-def test_actnorm2d_data_dependent_init_standardises_each_channel():
-    t = ActNorm2d((3, 5, 5)).double()
-    gen = torch.Generator().manual_seed(0)
-    data = (torch.tensor([1.0, -2.0, 5.0], dtype=F64).reshape(3, 1, 1)
-            + torch.tensor([0.5, 2.0, 3.0], dtype=F64).reshape(3, 1, 1)
-            * torch.randn(40, 3, 5, 5, generator=gen, dtype=F64))
-    z = t.inv(data)
-    assert bool(t.initialized)
-    torch.testing.assert_close(z.mean((0, 2, 3)), torch.zeros(3, dtype=F64), atol=1e-10, rtol=0)
-    torch.testing.assert_close(z.std((0, 2, 3)), torch.ones(3, dtype=F64), atol=1e-10, rtol=0)
-    # Later batches do not re-initialise it; a loaded (initialised) state is kept.
-    before = t.loc.detach().clone()
-    t.inv(data + 10.0)
-    assert torch.equal(t.loc.detach(), before)
-    fresh = ActNorm2d((3, 5, 5)).double()
-    fresh.load_state_dict(t.state_dict())
-    fresh.inv(data * 3.0)
-    assert torch.equal(fresh.loc.detach(), before)
-    # In eval mode the first batch does not initialise.
-    idle = ActNorm2d((3, 5, 5)).double().eval()
-    torch.testing.assert_close(idle.inv(data), data)
-    assert not bool(idle.initialized)
-
-
 def test_split_factors_out_a_gaussian_conditioned_on_the_kept_half():
     # With no inner layers, log p(x) = log N(x_a; 0, I) + log N(x_b; mu(x_a), sigma(x_a)^2).
     t = make("split-odd")
@@ -382,11 +358,11 @@ def test_glow_data_dependent_init_runs_on_the_first_batch():
                          hidden_channels=4)
     data = 5.0 + 3.0 * rand((64, 1, 4, 4), seed=2, dtype=torch.float32)
     flow.log_prob(data)
-    norms = [m for m in flow.modules() if isinstance(m, ActNorm2d)]
+    norms = [m for m in flow.modules() if isinstance(m, ActNorm)]
     assert len(norms) == 2 and all(bool(m.initialized) for m in norms)
     # The first ActNorm met on the way to the base (after the squeeze) standardises the data
     # per channel.
-    assert isinstance(flow.layers[-2], ActNorm2d)
+    assert isinstance(flow.layers[-2], ActNorm)
     z = flow.layers[-2].inverse_and_ladj(flow.layers[-1].inverse_and_ladj(data)[0])[0]
     torch.testing.assert_close(z.mean((0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
     torch.testing.assert_close(z.std((0, 2, 3)), torch.ones(4), atol=1e-4, rtol=0)
@@ -411,12 +387,9 @@ def test_flow_with_a_shape_and_no_layers_is_its_base():
     ({"shape": (1, 6, 6), "levels": 2}, "divisible by 2\\*\\*levels"),
     ({"shape": (1, 8)}, "shape must be a \\(C, H, W\\)"),
     ({"shape": (1, 0, 8)}, "shape"),
-    ({"shape": "abc"}, "shape"),
-    ({"shape": 8}, "shape"),
     ({"shape": (1, 8, 8), "num_layers": 3}, "vector Glow only"),
     ({"shape": (1, 8, 8), "hidden_channels": 0}, "hidden_channels"),
     ({"shape": (1, 8, 8), "levels": 0}, "levels"),
-    ({"shape": (1, 8, 8), "steps_per_level": 1.5}, "steps_per_level"),
     ({"shape": (1, 8, 8), "steps_per_level": (2, 2, 2)}, "one int per level \\(levels=2\\)"),
     ({"shape": (1, 8, 8), "hidden_channels": (8, 0)}, "hidden_channels"),
     ({"dim": 4, "levels": 2}, "image Glow only"),
@@ -425,6 +398,18 @@ def test_flow_with_a_shape_and_no_layers_is_its_base():
 ])
 def test_glow_bad_arguments(hyper, match):
     with pytest.raises(ValueError, match=match):
+        fi.build_flow("glow", **hyper)
+
+
+@pytest.mark.parametrize("hyper,match", [
+    ({"shape": "abc"}, "shape must be"),
+    ({"shape": 8}, "shape must be"),
+    ({"shape": (1, 8, 8), "steps_per_level": 1.5}, "steps_per_level"),
+    ({"shape": (1, 8, 8), "hidden_channels": "64"}, "hidden_channels"),
+    ({"shape": (1, 8, 8), "levels": 2.0}, "levels must be an integer"),
+])
+def test_glow_arguments_of_the_wrong_type(hyper, match):
+    with pytest.raises(TypeError, match=match):
         fi.build_flow("glow", **hyper)
 
 
@@ -444,9 +429,9 @@ def test_flow_input_errors():
         flow.log_prob([[0.0]])
     with pytest.raises(ValueError, match="z must have shape"):
         flow.transform_with_intermediates(torch.zeros(1, 4, 5))
-    with pytest.raises(ValueError, match="temperature must be positive"):
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         flow.sample(2, temperature=0.0)
-    with pytest.raises(TypeError, match="temperature must be a positive number"):
+    with pytest.raises(TypeError, match="temperature must be a finite number > 0"):
         flow.sample(2, temperature="hot")
     with pytest.raises(ValueError, match="context was given"):
         flow.log_prob(torch.zeros(1, 4, 4), torch.zeros(2))
@@ -461,23 +446,27 @@ def test_layer_argument_errors():
         ChannelCoupling((1, 4, 4))
     with pytest.raises(ValueError, match="at least 2 channels"):
         MultiscaleSplit((1, 4, 4))
-    with pytest.raises(ValueError, match="shape must be a \\(C, H, W\\)"):
-        ActNorm2d((4, 4))
     with pytest.raises(ValueError, match="hidden_channels"):
         ChannelCoupling((2, 4, 4), hidden_channels=-1)
-    with pytest.raises(TypeError, match=r"inner\[0\] must be an ImageBijector"):
+    with pytest.raises(TypeError, match=r"inner\[0\] must be a bijector on \(C, H, W\)"):
         MultiscaleSplit((4, 4, 4), [fi.transforms.ActNorm(2)])
+    with pytest.raises(TypeError, match=r"inner\[0\] must be a bijector on \(C, H, W\)"):
+        MultiscaleSplit((4, 4, 4), [torch.nn.Identity()])
     with pytest.raises(ValueError, match=r"inner\[0\] takes shape"):
-        MultiscaleSplit((4, 4, 4), [ActNorm2d((4, 4, 4))])
+        MultiscaleSplit((4, 4, 4), [ActNorm((4, 4, 4))])
     with pytest.raises(ValueError, match="map the kept half"):
         MultiscaleSplit((4, 4, 4), [Squeeze((2, 4, 4))])
-    t = ActNorm2d((2, 4, 4))
+    t = ActNorm((2, 4, 4))
     with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 2, 4, 4\)"):
         t.call_and_ladj(torch.zeros(2, 4, 5))
     with pytest.raises(ValueError, match=r"y must have shape"):
         Squeeze((1, 4, 4)).inverse_and_ladj(torch.zeros(1, 4, 4))
-    with pytest.raises(ValueError, match="take no context"):
+    with pytest.raises(ValueError, match="context was given to an unconditional transform"):
         t.call_and_ladj(torch.zeros(2, 4, 4), torch.zeros(3))
+    with pytest.raises(TypeError, match="hidden_channels must be an integer"):
+        ChannelCoupling((2, 4, 4), hidden_channels=8.0)
+    with pytest.raises(TypeError, match=r"shape must be a \(C, H, W\)"):
+        Squeeze("abc")
 
 
 # ----------------------------------------------------------------------------- learning
@@ -486,7 +475,7 @@ def test_glow_beats_a_diagonal_gaussian_on_held_out_digits():
     """A short fit on the 8x8 digits must beat the best diagonal Gaussian (fitted in closed form
     on the same logit-space training data) on held-out images, by more than three standard
     errors of the paired per-image difference."""
-    datasets = pytest.importorskip("flowinfer.datasets")
+    datasets = pytest.importorskip("flowinfer.data.datasets")
     pytest.importorskip("sklearn")
     values, _ = datasets.load_digits()
     values = values.reshape(-1, 1, 8, 8)

@@ -18,7 +18,7 @@ import torch
 import flowinfer as fi
 from flowinfer import io as fio
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"num_layers": 2, "hidden": (8,)}
 
 

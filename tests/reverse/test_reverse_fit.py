@@ -17,11 +17,8 @@ import pytest
 import torch
 
 import flowinfer as fi
-from flowinfer.reverse_kl import (
-    BoxMap,
-    PyroModelTarget,
-    annealing_schedule,
-    constrained_samples,
+from flowinfer.inference.potential import PyroModelTarget, constrained_samples
+from flowinfer.reverse import (
     estimate_log_z,
     fit_reverse_kl,
     importance_resample,
@@ -29,7 +26,9 @@ from flowinfer.reverse_kl import (
     reverse_kl_loss,
     sampler_flow,
 )
-from flowinfer.training import NonFiniteLossWarning
+from flowinfer.train.losses import annealing_schedule
+from flowinfer.train.state import NonFiniteLossWarning
+from flowinfer.transforms.output import BoxMap
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -380,7 +379,7 @@ def test_stl_needs_an_invertible_flow():
 # ------------------------------------------------------------------------------ mode coverage
 @pytest.mark.slow
 def test_cover_steps_find_every_mode_that_reverse_kl_misses():
-    from flowinfer.targets import ring_of_gaussians
+    from flowinfer.data.targets import ring_of_gaussians
 
     target = ring_of_gaussians(num_modes=4, radius=4.0, scale=0.4)
     coverage = {}

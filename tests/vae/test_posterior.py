@@ -1,4 +1,4 @@
-"""AmortizedFlowPosterior and the per-datapoint importance bounds (IWAE)."""
+"""AmortizedFlowPosterior: shapes, the density, a VAE trained with it, and bad input."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 import flowinfer as fi
-from flowinfer.amortized import AmortizedFlowPosterior, iwae_bound, log_importance_weights
+from flowinfer.vae.bounds import iwae_bound, log_importance_weights
+from flowinfer.vae.posterior import AmortizedFlowPosterior
 
 
 def perturbed_posterior(dim=3, context_dim=4, seed=0, **hyper):
@@ -88,79 +89,6 @@ def test_from_features_splits_loc_scale_context():
     assert q.from_features(features).batch_shape == (4,)
     gaussian_only = AmortizedFlowPosterior(2, context_dim=0, num_layers=1, hidden=(8,))
     assert gaussian_only.split_features(torch.randn(4, 4))[2] is None
-
-
-# ------------------------------------------------------------------ importance bounds
-def linear_gaussian(n=6, dim_x=3, seed=0):
-    """z ~ N(0, I_2), x | z ~ N(W z + b, s^2 I): log p(x) and p(z | x) are exact."""
-    g = torch.Generator().manual_seed(seed)
-    W = torch.randn(dim_x, 2, generator=g, dtype=torch.float64)
-    b = torch.randn(dim_x, generator=g, dtype=torch.float64)
-    s = 0.5
-    x = torch.randn(n, dim_x, generator=g, dtype=torch.float64) * 2
-
-    def model(x, **guide_options):
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros(2, dtype=x.dtype), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(z @ W.T + b, s).to_event(1), obs=x)
-
-    cov_post = torch.linalg.inv(torch.eye(2, dtype=torch.float64) + W.T @ W / s**2)
-    mean_post = (x - b) @ W @ cov_post.T / s**2
-    log_px = dist.MultivariateNormal(b, W @ W.T + s**2 * torch.eye(dim_x)).log_prob(x)
-
-    def guide(x, widen=1.0, shift=0.0):
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.MultivariateNormal(mean_post + shift, widen * cov_post))
-
-    return model, guide, x, log_px
-
-
-def test_exact_posterior_gives_log_evidence_for_every_point():
-    # With q = p(z | x) every weight equals p(x): both bounds are exact, point by point.
-    model, guide, x, log_px = linear_gaussian()
-    bounds = iwae_bound(model, guide, x, num_particles=50, chunk_size=20)
-    assert bounds.iwae.shape == (len(x),)
-    torch.testing.assert_close(bounds.iwae, log_px)
-    torch.testing.assert_close(bounds.elbo, log_px)
-
-
-def test_iwae_at_least_elbo_and_below_log_evidence():
-    # A wrong guide (shifted and widened). Pyro's own Trace_ELBO, on independent draws,
-    # checks our weights; the IWAE bound with K = 1000 must lie above that ELBO and at most a
-    # few standard errors above the exact log p(x).
-    pyro.set_rng_seed(0)
-    model, guide, x, log_px = linear_gaussian()
-    kwargs = {"widen": 2.0, "shift": 0.7}
-    bounds = iwae_bound(model, guide, x, num_particles=1000, chunk_size=250, **kwargs)
-
-    particles = 4000
-    log_w = log_importance_weights(model, guide, x, num_particles=particles, **kwargs)
-    elbo_total = log_w.sum(-1)          # one joint ELBO draw per particle
-    elbo_se = elbo_total.std() / math.sqrt(particles)
-    pyro_elbo = -pyro.infer.Trace_ELBO(num_particles=particles, vectorize_particles=True,
-                                       max_plate_nesting=1).loss(model, guide, x, **kwargs)
-    assert abs(pyro_elbo - elbo_total.mean().item()) < 4 * math.sqrt(2) * elbo_se
-    assert bounds.iwae.sum().item() > pyro_elbo + 4 * elbo_se.item()
-
-    # Delta-method standard error of log(mean w) from K draws, per point.
-    w = (log_w[:1000] - log_w[:1000].max(0).values).exp()
-    iwae_se = (w.std(0) / w.mean(0) / math.sqrt(1000)).pow(2).sum().sqrt()
-    assert bounds.iwae.sum() < log_px.sum() + 4 * iwae_se
-    assert (bounds.iwae >= bounds.elbo).all()
-
-
-def test_bounds_on_a_vae_batch():
-    # The issue's check on a VAE: IWAE (K = 500) >= ELBO on the same batch.
-    pyro.set_rng_seed(1)
-    vae = tiny_vae()
-    x = torch.bernoulli(torch.full((8, 6), 0.3))
-    bounds = iwae_bound(vae.model, vae.guide, x, num_particles=500)
-    pyro_elbo = -pyro.infer.Trace_ELBO(num_particles=500, vectorize_particles=True,
-                                       max_plate_nesting=1).loss(vae.model, vae.guide, x)
-    log_w = log_importance_weights(vae.model, vae.guide, x, num_particles=500)
-    se = log_w.sum(-1).std().item() / math.sqrt(500)
-    assert bounds.iwae.sum().item() >= pyro_elbo - 4 * se
-    assert (bounds.iwae >= bounds.elbo).all()
 
 
 # ------------------------------------------------------------------ a VAE step
@@ -261,12 +189,31 @@ def test_flow_posterior_beats_gaussian_on_a_skewed_posterior():
     assert diff.mean() > 4 * se, (diff.mean().item(), se.item())
 
 
+
+def test_bounds_on_a_vae_batch():
+    # The issue's check on a VAE: IWAE (K = 500) >= ELBO on the same batch.
+    pyro.set_rng_seed(1)
+    vae = tiny_vae()
+    x = torch.bernoulli(torch.full((8, 6), 0.3))
+    bounds = iwae_bound(vae.model, vae.guide, x, num_particles=500)
+    pyro_elbo = -pyro.infer.Trace_ELBO(num_particles=500, vectorize_particles=True,
+                                       max_plate_nesting=1).loss(vae.model, vae.guide, x)
+    log_w = log_importance_weights(vae.model, vae.guide, x, num_particles=500)
+    se = log_w.sum(-1).std().item() / math.sqrt(500)
+    assert bounds.iwae.sum().item() >= pyro_elbo - 4 * se
+    assert (bounds.iwae >= bounds.elbo).all()
+
+
 # ------------------------------------------------------------------ input checks
 def test_bad_constructor_arguments():
-    with pytest.raises(ValueError, match="dim"):
+    with pytest.raises(ValueError, match="dim must be an integer >= 1, got 0"):
         AmortizedFlowPosterior(0)
-    with pytest.raises(ValueError, match="context_dim"):
+    with pytest.raises(TypeError, match="dim must be an integer"):
+        AmortizedFlowPosterior(2.0)
+    with pytest.raises(ValueError, match="context_dim must be an integer >= 0, got -1"):
         AmortizedFlowPosterior(2, context_dim=-1)
+    with pytest.raises(TypeError, match="context_dim must be an integer"):
+        AmortizedFlowPosterior(2, context_dim=None)
     with pytest.raises(TypeError, match="flow must be"):
         AmortizedFlowPosterior(2, flow=3)
     with pytest.raises(ValueError, match="does not support context"):
@@ -278,26 +225,22 @@ def test_bad_constructor_arguments():
 def test_bad_call_arguments():
     q = AmortizedFlowPosterior(2, context_dim=3, num_layers=1, hidden=(8,))
     loc, scale, ctx = torch.zeros(4, 2), torch.ones(4, 2), torch.zeros(4, 3)
-    with pytest.raises(ValueError, match=r"loc must be a tensor of shape \(\.\.\., 2\)"):
+    with pytest.raises(ValueError, match=r"loc must have shape \(\.\.\., 2\)"):
         q(torch.zeros(4, 3), scale, ctx)
+    with pytest.raises(TypeError, match="loc must be a torch.Tensor, got list"):
+        q([0.0, 0.0], scale, ctx)
     with pytest.raises(ValueError, match="scale must broadcast"):
         q(loc, torch.ones(3, 2), ctx)
-    with pytest.raises(ValueError, match="context must be"):
+    with pytest.raises(ValueError, match="context is required"):
         q(loc, scale)
-    with pytest.raises(ValueError, match="context must be"):
+    with pytest.raises(ValueError, match=r"context must have shape \(\.\.\., 3\)"):
         q(loc, scale, torch.zeros(4, 5))
-    with pytest.raises(ValueError, match="features must be"):
+    with pytest.raises(TypeError, match="context must be a torch.Tensor"):
+        q(loc, scale, [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"features must be a tensor of shape \(\.\.\., 7\)"):
         q.from_features(torch.zeros(4, 6))
+    with pytest.raises(TypeError, match="features must be a torch.Tensor"):
+        q.from_features(None)
     unconditional = AmortizedFlowPosterior(2, num_layers=1, hidden=(8,))
     with pytest.raises(ValueError, match="context_dim=0"):
         unconditional(loc, scale, ctx)
-
-
-def test_bad_bound_arguments():
-    model, guide, x, _ = linear_gaussian()
-    with pytest.raises(ValueError, match="num_particles"):
-        iwae_bound(model, guide, x, num_particles=0)
-    with pytest.raises(ValueError, match="chunk_size"):
-        iwae_bound(model, guide, x, chunk_size=0)
-    with pytest.raises(ValueError, match="max_plate_nesting"):
-        log_importance_weights(model, guide, x, max_plate_nesting=0)

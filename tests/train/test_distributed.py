@@ -24,9 +24,10 @@ from pyro.infer.autoguide import AutoDelta
 from torch.distributions.constraints import positive
 
 import flowinfer as fi
-from flowinfer import distributed as fd
+from flowinfer.inference.svi import DataParallelSVI
+from flowinfer.train import process_group as fd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 240
 
 # Shared by the workers and the in-process references below.
@@ -41,9 +42,11 @@ WORKER = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     import test_distributed as t
     import flowinfer as fi
+    from flowinfer.inference.svi import DataParallelSVI
+    from flowinfer.train.process_group import init_from_env
 
     out = sys.argv[1]
-    fi.distributed.init_from_env(backend="gloo", timeout_s=120)
+    init_from_env(backend="gloo", timeout_s=120)
     rank = dist.get_rank()
     # Different initial parameters on every rank: DDP must start them all from rank 0's.
     torch.manual_seed(100 + rank)
@@ -53,7 +56,7 @@ WORKER = textwrap.dedent(
                             seed=t.SEED, progress=False, distributed=True,
                             checkpoint=f"{out}/ckpt.pt")
     pyro.set_rng_seed(rank)  # rank 0 seeds like the single-process reference
-    params = t.run_svi(fi.distributed.DataParallelSVI, rank, dist.get_world_size())
+    params = t.run_svi(DataParallelSVI, rank, dist.get_world_size())
     torch.save({"flow": flow.state_dict(), "history": result.history, "svi": params},
                f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
@@ -122,7 +125,7 @@ def _launch(world: int, out: Path) -> None:
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
                    MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT), **_loopback_env())
         procs.append(subprocess.Popen(
-            [sys.executable, str(script), str(out), str(ROOT / "tests")], env=env,
+            [sys.executable, str(script), str(out), str(Path(__file__).parent)], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     try:
         logs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
@@ -258,7 +261,7 @@ def test_helpers_are_no_ops_in_one_process():
 
 def test_svi_in_one_process_equals_pyro_svi():
     pyro.set_rng_seed(0)
-    ours = run_svi(fd.DataParallelSVI, rank=0, world=1)
+    ours = run_svi(DataParallelSVI, rank=0, world=1)
     pyro.set_rng_seed(0)
     reference = run_svi(pyro.infer.SVI, rank=0, world=1)
     assert _max_diff(ours, reference) == 0.0

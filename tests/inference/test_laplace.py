@@ -1,4 +1,4 @@
-"""The Laplace start (flowinfer.laplace) and AutoFlow's warm_start option."""
+"""The Laplace start (flowinfer.inference.laplace) and AutoFlow's warm_start option."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 
 from flowinfer import AutoFlow, diagnose
-from flowinfer.laplace import find_mode, gaussian_elbo, inverse_hessian_tril, laplace_start
+from flowinfer.inference.laplace import (
+    find_mode,
+    gaussian_elbo,
+    inverse_hessian_tril,
+    laplace_start,
+)
 
 SMALL = {"num_layers": 2, "hidden": (16,)}
 

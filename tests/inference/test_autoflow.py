@@ -1,4 +1,4 @@
-"""Tests for flowinfer.guides: AutoFlow and AutoAmortizedFlow."""
+"""Tests for flowinfer.inference.autoflow and .amortized_guide: AutoFlow, AutoAmortizedFlow."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from pyro.infer import (
 from pyro.infer.autoguide import AutoNormal, init_to_value
 
 import flowinfer as fi
-from flowinfer.guides import AutoAmortizedFlow, AutoFlow, init_to_median_or_zero
+from flowinfer.inference.amortized_guide import AutoAmortizedFlow
+from flowinfer.inference.autoflow import AutoFlow
+from flowinfer.inference.sites import init_to_median_or_zero
 
 SMALL = {"num_layers": 2, "hidden": (16,)}
 

@@ -12,7 +12,7 @@ import torch
 
 import flowinfer as fi
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 REFERENCE = torch.load(DATA / "legacy_v010_reference.pt", weights_only=True)
 X = torch.tensor([[0.1, -0.2], [1.0, 0.5]])
 

@@ -1,4 +1,4 @@
-"""Tests for flowinfer.diagnostics: diagnose, to_inference_data, neutra_mcmc."""
+"""Tests for flowinfer.inference: diagnose, to_inference_data, neutra_mcmc."""
 
 from __future__ import annotations
 
@@ -13,14 +13,11 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
-from flowinfer.diagnostics import (
-    DiagnosticReport,
-    diagnose,
-    importance_draws,
-    neutra_mcmc,
-    to_inference_data,
-)
-from flowinfer.guides import AutoFlow
+from flowinfer.inference.arviz import to_inference_data
+from flowinfer.inference.autoflow import AutoFlow
+from flowinfer.inference.diagnostics import DiagnosticReport, diagnose
+from flowinfer.inference.importance import importance_draws
+from flowinfer.inference.neutra import neutra_mcmc
 
 # Each test starts from an empty param store and seed 0 (fixture in conftest.py).
 pytestmark = pytest.mark.usefixtures("fresh_pyro")

@@ -11,7 +11,7 @@ import torch
 from pyro import poutine
 
 import flowinfer as fi
-from flowinfer.priors import FlowPrior
+from flowinfer.vae.prior import FlowPrior
 
 
 def perturbed_prior(dim=3, seed=0, flow="realnvp"):
@@ -159,28 +159,30 @@ def test_svi_trained_prior_beats_the_best_gaussian():
 
 
 # ------------------------------------------------------------------ input checks
-def test_bad_dim():
-    with pytest.raises(ValueError, match="dim"):
-        FlowPrior(0)
+@pytest.mark.parametrize(("args", "kwargs", "error", "match"), [
+    ((0,), {}, ValueError, "dim must be an integer >= 1, got 0"),
+    ((2.0,), {}, TypeError, "dim must be an integer >= 1, got float"),
+    ((True,), {}, TypeError, "dim must be an integer"),
+    ((2,), {"flow": 42}, TypeError, "flow must be a registered flow name or a flowinfer Flow"),
+    ((2,), {"flow": "planar"}, ValueError, "flow 'planar' has no inverse"),
+    ((2,), {"flow": "not-a-flow"}, ValueError, "unknown flow 'not-a-flow'"),
+])
+def test_bad_arguments(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        FlowPrior(*args, **kwargs)
 
 
-def test_bad_flow_type():
-    with pytest.raises(TypeError, match="flow must be"):
-        FlowPrior(2, flow=42)
-
-
-def test_flow_without_inverse_rejected():
-    with pytest.raises(ValueError, match="no inverse"):
-        FlowPrior(2, flow="planar")
-
-
-def test_unknown_flow_name():
-    with pytest.raises(ValueError, match="unknown flow"):
-        FlowPrior(2, flow="not-a-flow")
+def test_the_flow_itself_says_whether_it_has_an_inverse():
+    # A ready-built Flow without a registry name: its layers answer, not the registry.
+    layers = fi.build_flow("planar", 2, num_layers=2).layers
+    with pytest.raises(ValueError, match="the given flow has no inverse"):
+        FlowPrior(2, flow=fi.Flow(list(layers), dim=2))
+    with pytest.raises(ValueError, match="flow 'planar' has no inverse"):
+        FlowPrior(2, flow=fi.build_flow("planar", 2, num_layers=1))
 
 
 def test_ready_flow_checks():
-    with pytest.raises(ValueError, match="flow.dim"):
+    with pytest.raises(ValueError, match="flow.dim must equal dim=3, got flow.dim=2"):
         FlowPrior(3, flow=fi.build_flow("realnvp", 2, num_layers=1))
     with pytest.raises(ValueError, match="unconditional"):
         FlowPrior(2, flow=fi.build_flow("realnvp", 2, context_dim=3, num_layers=1))
@@ -190,3 +192,11 @@ def test_ready_flow_checks():
         FlowPrior(2, flow=fi.build_flow("realnvp", 2, num_layers=1), base="learnable")
     prior = FlowPrior(2, flow=fi.build_flow("maf", 2, num_layers=1))
     assert prior().event_shape == (2,)
+
+
+def test_bad_points():
+    prior = FlowPrior(2, num_layers=1, hidden=(8,))
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        prior.log_prob([[0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"must have shape \(\.\.\., 2\)"):
+        prior.log_prob(torch.zeros(3, 3))

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import flowinfer as fi
-from flowinfer.fit import fit_density, mean_nll
-from flowinfer.training import NonFiniteLossWarning
+from flowinfer.train.density import fit_density, mean_nll
+from flowinfer.train.state import NonFiniteLossWarning
 
 LOG_2PI = math.log(2 * math.pi)
 LOC = torch.tensor([1.0, -1.0])
