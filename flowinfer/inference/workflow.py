@@ -156,8 +156,7 @@ def infer(
         get_flow_spec(flow)
     if seed is not None:
         pyro.set_rng_seed(check_int(seed, "seed", 0))
-    show_report = (hasattr(sys, "ps1") or bool(sys.flags.interactive)) if report is None \
-        else check_bool(report, "report")
+    show_report = _interactive() if report is None else check_bool(report, "report")
     stages.check_model(model, args, kwargs)
     # The guides' parameters live in a private param store: nothing of the caller's is read
     # or overwritten, and nothing is left behind.
@@ -233,6 +232,14 @@ def _run(model: Callable, args: tuple, kwargs: dict, opts: stages.Options) -> di
     timings["total"] = sum(timings.values())
     info["idata"] = idata
     return info
+
+
+def _interactive() -> bool:
+    """A Python prompt, ``python -i``, or an IPython/Jupyter session."""
+    if hasattr(sys, "ps1") or bool(sys.flags.interactive):
+        return True
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and getattr(ipython, "get_ipython", lambda: None)() is not None
 
 
 def _check_dict(value: Any, name: str) -> dict:
