@@ -35,6 +35,7 @@ _LAZY = {
     "diagnose": "flowinfer.inference.diagnostics",
     "to_inference_data": "flowinfer.inference.arviz",
     "neutra_mcmc": "flowinfer.inference.neutra",
+    "infer": "flowinfer.inference.workflow",
     "FlowPrior": "flowinfer.vae.prior",
     "AmortizedFlowPosterior": "flowinfer.vae.posterior",
     "iwae_bound": "flowinfer.vae.bounds",

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from flowinfer.inference.diagnostics import DiagnosticReport
+from flowinfer.inference.groups import build_inference_data
 from flowinfer.inference.importance import (
     importance_draws,
 )
@@ -25,13 +26,18 @@ def _to_numpy(t: Tensor) -> np.ndarray:
 
 def to_inference_data(
     model: Callable, guide: Callable, *args: Any, num_samples: int = 2000,
-    resample: bool = False, chunk_size: int = 1000, **kwargs: Any
+    resample: bool = False, chunk_size: int = 1000, num_chains: int = 4,
+    posterior_predictive: bool = False, **kwargs: Any
 ):
-    """Guide draws as an ``arviz.InferenceData`` (one chain, constrained space).
+    """Guide draws as an ``arviz.InferenceData`` (constrained space).
 
     Groups: ``posterior`` (every latent and ``pyro.deterministic`` site, names and shapes
-    kept), ``sample_stats`` (``log_importance_weight``, ``log p - log q`` of each draw) and
-    ``observed_data``. ``attrs`` hold the ELBO, log-evidence estimate, k-hat and ESS.
+    kept), ``sample_stats`` (``log_importance_weight``, ``log p - log q`` of each draw),
+    ``log_likelihood`` (per observed site and data point: ``az.loo``, ``az.waic``,
+    ``az.compare``), ``observed_data``, and ``posterior_predictive`` on request
+    (``az.plot_ppc``). ``attrs`` hold the ELBO, log-evidence estimate, k-hat and ESS. The
+    independent draws are split into ``num_chains`` chains, so ArviZ's multi-chain
+    diagnostics run without its single-chain warning.
 
     Args:
         model, guide, *args, **kwargs: as in :func:`diagnose`.
@@ -40,6 +46,8 @@ def to_inference_data(
             (sampling importance resampling), which corrects part of the guide's error when
             k-hat is below 0.7; the ``log_importance_weight`` kept is that of each chosen draw.
         chunk_size: draws evaluated at once.
+        num_chains: chains the draws are split into (must divide ``num_samples``).
+        posterior_predictive: also draw replicated data for every observed site.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -49,7 +57,7 @@ def to_inference_data(
         ...     pyro.sample("z", dist.Normal(torch.zeros(3), 1.0).to_event(1))
         >>> idata = to_inference_data(model, AutoNormal(model), num_samples=100)
         >>> idata.posterior["z"].shape
-        (1, 100, 3)
+        (4, 25, 3)
 
     References:
         Kumar et al. (2019), "ArviZ a unified library for exploratory analysis of Bayesian
@@ -57,8 +65,14 @@ def to_inference_data(
     """
     import arviz as az
 
-    if not isinstance(resample, bool):
-        raise TypeError(f"resample must be a bool, got {type(resample).__name__}")
+    from flowinfer.checks import check_bool, check_int
+
+    check_bool(resample, "resample")
+    check_bool(posterior_predictive, "posterior_predictive")
+    check_int(num_chains, "num_chains")
+    if isinstance(num_samples, int) and not isinstance(num_samples, bool) and (
+            num_samples >= 2 and num_samples % num_chains):
+        raise ValueError(f"num_chains={num_chains} must divide num_samples={num_samples}")
     log_weights, posterior, observed = importance_draws(
         model, guide, *args, num_samples=num_samples, chunk_size=chunk_size, **kwargs
     )
@@ -81,9 +95,6 @@ def to_inference_data(
         "ess": report.ess,
         "resampled": int(resample),
     }
-    return az.from_dict(
-        posterior={k: _to_numpy(v)[None] for k, v in posterior.items()},
-        sample_stats={"log_importance_weight": _to_numpy(log_weights)[None]},
-        observed_data={k: _to_numpy(v) for k, v in observed.items()},
-        attrs=attrs,
-    )
+    return build_inference_data(model, args, kwargs, posterior, num_chains,
+                                sample_stats={"log_importance_weight": log_weights},
+                                predictive=posterior_predictive, attrs=attrs)

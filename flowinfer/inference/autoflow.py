@@ -18,9 +18,12 @@ saturate the conditioners); the family is the same "Gaussian composed with a flo
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
@@ -203,6 +206,7 @@ class AutoFlow(AutoContinuous):
     # ------------------------------------------------------------------ setup
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         name = type(self).__name__
+        self._claim_param_names()
         try:
             super()._setup_prototype(*args, **kwargs)
         except NotImplementedError as e:
@@ -227,6 +231,33 @@ class AutoFlow(AutoContinuous):
         if self._scale_kind == "full":
             eye = torch.eye(self.latent_dim, dtype=loc.dtype, device=loc.device)
             self.scale_tril = PyroParam(eye, constraints.unit_lower_cholesky)
+
+    def _claim_param_names(self) -> None:
+        """Take a name whose parameters are not already in Pyro's global param store.
+
+        A PyroModule reads its parameters from the param store by name, and every guide of a
+        class is called ``AutoFlow`` by default: a second guide (for another model, or a
+        second mode of one posterior) would silently share the first one's parameters, or
+        fail with a shape error when the models differ. A top-level guide set up while
+        ``AutoFlow.*`` entries exist that are not its own becomes ``AutoFlow_1`` (then
+        ``_2``, ...); after ``pyro.clear_param_store()`` the plain name is free again.
+        """
+        if "." in self._pyro_name:  # a part of a bigger module (AutoGuideList): its parent
+            return                  # owns the names
+        store = pyro.get_param_store()
+        mine = {id(p) for p in self.parameters()}
+
+        def taken(prefix: str) -> bool:
+            return any(key.startswith(prefix + ".") and id(store._params[key]) not in mine
+                       for key in store.keys())  # noqa: SIM118 - not a dict
+
+        if not taken(self._pyro_name):
+            return
+        base = type(self).__name__
+        for i in itertools.count(1):
+            if not taken(f"{base}_{i}"):
+                self._pyro_name = f"{base}_{i}"
+                return
 
     # ------------------------------------------------------------------ warm start
     @staticmethod
@@ -268,11 +299,24 @@ class AutoFlow(AutoContinuous):
     def _laplace_warm_start(self, args: tuple, kwargs: dict, init: Tensor
                             ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
         """Pick the start with the best ELBO: returns ``(loc, scale, (m, W) or None)``."""
-        from flowinfer.inference.laplace import gaussian_elbo, laplace_start
+        from flowinfer.inference.laplace import MODEL_ERRORS
 
         init_scale = torch.full_like(init, self._init_scale)
         if torch._C._get_tracing_state():
             return self._skip_warm_start(init, init_scale, "inside a JIT trace")
+        try:
+            return self._laplace_candidates(args, kwargs, init, init_scale)
+        except MODEL_ERRORS as e:
+            # The start is an optimisation, never a reason to fail: a model that raises
+            # somewhere along the way (the search backs off from such points, but the
+            # Hessian or the ELBO draws may still hit one) keeps Pyro's own start.
+            return self._skip_warm_start(init, init_scale, f"the model raised "
+                                         f"{type(e).__name__} ({e})")
+
+    def _laplace_candidates(self, args: tuple, kwargs: dict, init: Tensor, init_scale: Tensor
+                            ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+        from flowinfer.inference.laplace import gaussian_elbo, laplace_start
+
         trace, log_det = self._conditioned_trace(init, args, kwargs)
         if self._subsamples(trace):
             return self._skip_warm_start(init, init_scale, "a plate subsamples")
@@ -297,9 +341,15 @@ class AutoFlow(AutoContinuous):
         elbos = {name: gaussian_elbo(log_joint, m, tril, eps)
                  for name, (m, tril) in candidates.items()}
         chosen = max(elbos, key=elbos.get)
+        message = start.message
+        bad = [name for name, value in elbos.items() if not math.isfinite(value)]
+        if bad:
+            message = (message + "; " if message else "") + (
+                f"candidate(s) {bad} have a non-finite ELBO: the model raised or returned "
+                "NaN/-inf at some of their test draws")
         self.warm_start_info = {"chosen": chosen, "elbo": elbos,
                                 "log_joint_at_mode": start.log_density,
-                                "evaluations": start.evaluations, "message": start.message}
+                                "evaluations": start.evaluations, "message": message}
         if chosen == "mode":
             return start.loc.detach().clone(), init_scale, None
         if chosen == "laplace":

@@ -24,9 +24,42 @@ from torch import Tensor
 from flowinfer.inference.evidence import elbo_estimate
 
 __all__ = ["LaplaceStart", "find_mode", "inverse_hessian_tril", "gaussian_elbo",
-           "laplace_start"]
+           "laplace_start", "safe_log_density"]
 
 LogDensity = Callable[[Tensor], Tensor]
+
+#: What a model may raise when asked for its density at a point far from the data: Pyro's
+#: argument validation (``ValueError``), a failed Cholesky or overflow (``RuntimeError``,
+#: ``torch.linalg.LinAlgError`` is one), arithmetic errors of Python scalars.
+MODEL_ERRORS = (ValueError, RuntimeError, ArithmeticError, AssertionError)
+
+
+def safe_log_density(log_density: LogDensity) -> LogDensity:
+    """``log_density`` with model errors and NaN turned into ``-inf``.
+
+    A line search or a Monte Carlo estimate then treats such a point as one of zero density
+    (it backs off or gives the draw zero weight) instead of failing: a hierarchical model
+    whose scale underflows to zero, or a recursion that overflows far from the data, makes
+    Pyro's distributions raise on their NaN parameters. Only evaluation errors are caught
+    (see ``MODEL_ERRORS``); a ``TypeError`` from calling the model wrongly still raises.
+
+    Example:
+        >>> f = safe_log_density(lambda u: torch.log(u).sum())   # NaN for u < 0
+        >>> float(f(torch.tensor([-1.0])))
+        -inf
+    """
+
+    def safe(u: Tensor) -> Tensor:
+        try:
+            value = log_density(u)
+        except MODEL_ERRORS:
+            return u.new_full((), -math.inf)
+        if not bool(torch.isfinite(value).all()):
+            # +inf is as unusable as NaN: an unbounded density has no mode to move towards.
+            return torch.where(torch.isfinite(value), value, value.new_full((), -math.inf))
+        return value
+
+    return safe
 
 
 @dataclass
@@ -59,9 +92,10 @@ def find_mode(log_density: LogDensity, init: Tensor, max_iter: int = 500) -> tup
                                                                                       int]:
     """Maximise ``log_density`` from ``init`` with L-BFGS (strong-Wolfe line search).
 
-    Non-finite values are treated as ``-inf`` so the line search backs off from them, and the
-    best finite point seen is returned, so a model that overflows far from its mode cannot
-    leave the start worse than ``init``.
+    Non-finite values, non-finite gradients and model errors (``MODEL_ERRORS``, see
+    :func:`safe_log_density`) are treated as ``-inf`` so the line search backs off from them,
+    and the best finite point seen is returned, so a model that overflows or raises far from
+    its mode cannot leave the start worse than ``init``.
 
     Returns:
         ``(mode, log_density(mode), number of evaluations)``.
@@ -76,20 +110,34 @@ def find_mode(log_density: LogDensity, init: Tensor, max_iter: int = 500) -> tup
         optimization".
     """
     u = init.detach().clone().requires_grad_(True)
-    best = {"u": init.detach().clone(), "value": -math.inf, "evals": 0}
+    best = {"u": init.detach().clone(), "value": -math.inf, "evals": 0, "first": math.nan}
+    log_density = safe_log_density(log_density)
+
+    def rejected() -> Tensor:
+        # A huge *finite* loss with a zero gradient: the strong-Wolfe zoom interpolates
+        # between the bracket's ends, and an infinite end turns its cubic into NaN (the
+        # search then never recovers); a finite wall makes it shrink the step instead.
+        u.grad = torch.zeros_like(u)
+        scale = abs(best["first"]) if math.isfinite(best["first"]) else 0.0
+        return torch.tensor(1e10 + 1e3 * scale, dtype=u.dtype)
 
     def closure() -> Tensor:
         optimizer.zero_grad()
         best["evals"] += 1
+        if not bool(torch.isfinite(u).all()):
+            return rejected()
         value = log_density(u)
-        if not bool(torch.isfinite(value)):
-            u.grad = torch.zeros_like(u)
-            return torch.tensor(math.inf, dtype=u.dtype)
+        if not bool(torch.isfinite(value)) or not value.requires_grad:
+            return rejected()
         loss = -value
-        loss.backward()
+        try:
+            loss.backward()
+        except MODEL_ERRORS:
+            return rejected()
         if not bool(torch.isfinite(u.grad).all()):
-            u.grad = torch.zeros_like(u)
-            return torch.tensor(math.inf, dtype=u.dtype)
+            return rejected()
+        if not math.isfinite(best["first"]):
+            best["first"] = float(value.detach())
         if float(value.detach()) > best["value"]:
             best["u"], best["value"] = u.detach().clone(), float(value.detach())
         return loss.detach()
@@ -115,7 +163,10 @@ def inverse_hessian_tril(log_density: LogDensity, point: Tensor) -> tuple[Tensor
         True
     """
     point = point.detach()
-    hessian = torch.autograd.functional.hessian(lambda u: -log_density(u), point)
+    try:
+        hessian = torch.autograd.functional.hessian(lambda u: -log_density(u), point)
+    except MODEL_ERRORS as e:
+        return None, f"the Hessian could not be computed ({type(e).__name__}: {e})"
     hessian = 0.5 * (hessian + hessian.T)
     if not bool(torch.isfinite(hessian).all()):
         return None, "the Hessian at the mode is not finite"
@@ -135,7 +186,7 @@ def gaussian_elbo(log_density: LogDensity, loc: Tensor, scale_tril: Tensor,
     """Monte Carlo ELBO of ``N(loc, L L^T)`` against ``log_density``, on given draws ``eps``.
 
     Passing the same standard-normal ``eps`` for two Gaussians compares them with common
-    random numbers. A non-finite log density at any draw gives ``-inf``.
+    random numbers. A non-finite log density (or a model error) at any draw gives ``-inf``.
 
     Example:
         >>> normal = torch.distributions.Normal(0.0, 1.0)
@@ -145,10 +196,11 @@ def gaussian_elbo(log_density: LogDensity, loc: Tensor, scale_tril: Tensor,
         >>> round(elbo, 5) + 0.0
         0.0
     """
+    log_density = safe_log_density(log_density)
     with torch.no_grad():
         u = loc + eps @ scale_tril.T
         log_q = torch.distributions.MultivariateNormal(loc, scale_tril=scale_tril).log_prob(u)
-        log_p = torch.stack([log_density(row) for row in u])
+        log_p = torch.stack([log_density(row).reshape(()) for row in u])
         return elbo_estimate(log_p - log_q)[0]
 
 
@@ -180,7 +232,14 @@ def laplace_start(log_density: LogDensity, init: Tensor, max_iter: int = 500,
     tril, message = (None, f"{loc.numel()} latent coordinates > max_dim={max_dim}") if (
         loc.numel() > max_dim) else inverse_hessian_tril(log_density, loc)
     u = loc.detach().clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(log_density(u), u)
+    try:
+        (grad,) = torch.autograd.grad(log_density(u), u)
+    except MODEL_ERRORS as e:
+        return LaplaceStart(loc, None, value, evals, False,
+                            f"the gradient at the mode failed ({type(e).__name__})")
+    if not bool(torch.isfinite(grad).all()):
+        return LaplaceStart(loc, None, value, evals, False, "the gradient at the mode is "
+                            "not finite")
     if tril is not None:
         converged = float(((tril.T @ grad) ** 2).sum()) < 1e-2
     else:

@@ -12,10 +12,9 @@ import torch
 from pyro import poutine
 
 from flowinfer.checks import check_int
-from flowinfer.inference.arviz import _to_numpy
+from flowinfer.inference.groups import build_inference_data
 from flowinfer.inference.importance import (
     _check_callables,
-    _is_deterministic,
     _max_plate_nesting,
     _single_traces,
 )
@@ -29,7 +28,7 @@ __all__ = ['neutra_mcmc']
 def neutra_mcmc(
     model: Callable, guide: Any, *args: Any, num_samples: int = 1000, warmup: int = 500,
     num_chains: int = 2, progress: bool | None = None, nuts_kwargs: dict | None = None,
-    **kwargs: Any
+    posterior_predictive: bool = False, **kwargs: Any
 ) -> az.InferenceData:
     """NUTS in the flow-preconditioned space of a fitted ``AutoFlow`` (NeuTra HMC).
 
@@ -48,11 +47,14 @@ def neutra_mcmc(
         progress: show Pyro's progress bar (default: when stderr is a TTY).
         nuts_kwargs: extra arguments for Pyro's ``NUTS`` (e.g. ``max_tree_depth``,
             ``target_accept_prob``, ``jit_compile``).
+        posterior_predictive: also draw replicated data for every observed site.
 
     Returns:
         ``arviz.InferenceData`` with ``posterior`` (chains x draws, constrained space, the
-        model's latent and deterministic sites), ``observed_data``, and ``attrs`` holding
-        the number of divergent transitions; use ``az.summary``/``az.rhat``/``az.ess``.
+        model's latent and deterministic sites), ``sample_stats`` (``diverging``),
+        ``log_likelihood`` (per observed site and data point), ``observed_data``,
+        ``posterior_predictive`` on request, and ``attrs`` holding the number of divergent
+        transitions; use ``az.summary``/``az.rhat``/``az.ess``/``az.loo``.
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -72,8 +74,7 @@ def neutra_mcmc(
     """
     import sys
 
-    import arviz as az
-    from pyro.infer import MCMC, NUTS, Predictive
+    from pyro.infer import MCMC, NUTS
     from pyro.infer.autoguide import AutoContinuous
     from pyro.infer.reparam import NeuTraReparam
 
@@ -88,6 +89,9 @@ def neutra_mcmc(
     check_int(num_chains, "num_chains")
     if guide.prototype_trace is None:
         raise ValueError("the guide has not been run yet: fit it with SVI before neutra_mcmc")
+    if not isinstance(posterior_predictive, bool):
+        raise TypeError(f"posterior_predictive must be a bool, got "
+                        f"{type(posterior_predictive).__name__}")
     show = sys.stderr.isatty() if progress is None else bool(progress)
     if nuts_kwargs is not None and not isinstance(nuts_kwargs, dict):
         raise TypeError(f"nuts_kwargs must be a dict, got {type(nuts_kwargs).__name__}")
@@ -101,13 +105,17 @@ def neutra_mcmc(
     try:
         neutra = NeuTraReparam(guide)
         reparam_model = poutine.reparam(model, config=lambda _: neutra)
-        chains, num_div = [], 0
+        chains, num_div, diverging = [], 0, []
         for _ in range(num_chains):
             mcmc = MCMC(NUTS(reparam_model, **(nuts_kwargs or {})), num_samples=num_samples,
                         warmup_steps=warmup, num_chains=1, disable_progbar=not show)
             mcmc.run(*args, **kwargs)
             divergences = mcmc.diagnostics().get("divergences", {})
             num_div += sum(len(v) for v in divergences.values())
+            flags = torch.zeros(num_samples, dtype=torch.bool)
+            for steps in divergences.values():
+                flags[torch.as_tensor(steps, dtype=torch.long)] = True
+            diverging.append(flags)
             draws = mcmc.get_samples()
             # NeuTraReparam names the shared latent after the model's first latent site.
             chains.append(next(v for k, v in draws.items() if k.endswith("_shared_latent")))
@@ -120,26 +128,13 @@ def neutra_mcmc(
             samples = neutra.transform_sample(flat)
             samples = {k: v.reshape((flat.shape[0],) + model_trace.nodes[k]["value"].shape)
                        for k, v in samples.items()}
-            deterministic = [n for n, s in model_trace.nodes.items()
-                             if s["type"] == "sample" and _is_deterministic(s)]
-            if deterministic:
-                extra = Predictive(model, posterior_samples=samples,
-                                   return_sites=deterministic)(*args, **kwargs)
-                samples.update({k: extra[k] for k in deterministic})
     finally:
         quiet.__exit__(None, None, None)
         for p, g in zip(guide.parameters(), grads, strict=True):
             p.requires_grad_(g)
     total = num_chains * num_samples
-    posterior = {}
-    for name, value in samples.items():
-        shape = model_trace.nodes[name]["value"].shape
-        posterior[name] = _to_numpy(value.reshape((num_chains, num_samples) + tuple(shape)))
-    observed = {
-        name: _to_numpy(site["value"])
-        for name, site in model_trace.nodes.items()
-        if site["type"] == "sample" and site["is_observed"] and not _is_deterministic(site)
-    }
     attrs = {"inference_library": "pyro NUTS + NeuTraReparam (flowinfer)",
              "num_divergences": int(num_div), "num_draws": total}
-    return az.from_dict(posterior=posterior, observed_data=observed, attrs=attrs)
+    return build_inference_data(model, args, kwargs, samples, num_chains,
+                                sample_stats={"diverging": torch.cat(diverging)},
+                                predictive=posterior_predictive, attrs=attrs)

@@ -79,17 +79,62 @@ def test_log_evidence_within_standard_errors():
 def test_inference_data_groups_and_shapes():
     guide = AutoNormal(conjugate_model)
     guide()
-    idata = to_inference_data(conjugate_model, guide, num_samples=300)
-    assert set(idata.groups()) == {"posterior", "sample_stats", "observed_data"}
-    assert idata.posterior["z"].shape == (1, 300)
-    assert idata.posterior["z2"].shape == (1, 300)
+    idata = to_inference_data(conjugate_model, guide, num_samples=300, num_chains=3)
+    assert set(idata.groups()) == {"posterior", "sample_stats", "observed_data",
+                                   "log_likelihood"}
+    assert idata.posterior["z"].shape == (3, 100)
+    assert idata.posterior["z2"].shape == (3, 100)
     np.testing.assert_allclose(idata.posterior["z2"].values, 2 * idata.posterior["z"].values,
                                rtol=1e-6)
-    assert idata.sample_stats["log_importance_weight"].shape == (1, 300)
+    assert idata.sample_stats["log_importance_weight"].shape == (3, 100)
     np.testing.assert_allclose(idata.observed_data["x"].values, X.numpy())
+    # One log-likelihood per draw and data point, equal to log N(x_i; z, 1).
+    ll = idata.log_likelihood["x"].values
+    assert ll.shape == (3, 100, 3)
+    z = idata.posterior["z"].values[..., None]
+    expected = -0.5 * (X.numpy() - z) ** 2 - 0.5 * math.log(2 * math.pi)
+    np.testing.assert_allclose(ll, expected, rtol=1e-5, atol=1e-5)
     assert {"khat", "elbo", "log_z"} <= set(idata.attrs)
     summary = az.summary(idata, var_names=["z"], kind="stats")
     assert list(summary.index) == ["z"]
+
+
+def _fitted_inference_data(**options):
+    guide = AutoNormal(conjugate_model)
+    guide()
+    return to_inference_data(conjugate_model, guide, num_samples=400, **options)
+
+
+def test_loo_and_waic_work_on_guide_draws():
+    idata = _fitted_inference_data()
+    loo, waic = az.loo(idata), az.waic(idata)
+    assert loo.n_data_points == 3 and waic.n_data_points == 3
+    assert np.isfinite(loo.elpd_loo) and np.isfinite(waic.elpd_waic)
+    compared = az.compare({"a": idata, "b": _fitted_inference_data()})
+    assert list(compared.index) and set(compared.index) == {"a", "b"}
+
+
+def test_plot_ppc_works_with_posterior_predictive(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    idata = _fitted_inference_data(posterior_predictive=True)
+    assert idata.posterior_predictive["x"].shape == (4, 100, 3)
+    az.plot_ppc(idata, num_pp_samples=20)
+    plt.savefig(tmp_path / "ppc.png")
+    plt.close("all")
+
+
+def test_summary_without_single_chain_warning():
+    import warnings
+
+    idata = _fitted_inference_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        summary = az.summary(idata, var_names=["z"])
+    assert np.isfinite(summary.loc["z", "r_hat"])
 
 
 def test_plot_posterior_works(tmp_path):
@@ -104,7 +149,7 @@ def test_plot_posterior_works(tmp_path):
     guide = AutoFlow(model, num_layers=1, hidden=(8,))
     guide()
     idata = to_inference_data(model, guide, num_samples=100)
-    assert idata.posterior["v"].shape == (1, 100, 2, 3)
+    assert idata.posterior["v"].shape == (4, 25, 2, 3)
     axes = az.plot_posterior(idata, var_names=["v"])
     assert np.asarray(axes).size == 6
     plt.savefig(tmp_path / "posterior.png")
@@ -142,7 +187,9 @@ def test_argument_errors(kwargs, exc, match):
 def test_type_errors():
     with pytest.raises(TypeError, match="model must be"):
         diagnose(3, AutoNormal(conjugate_model))
-    with pytest.raises(TypeError, match="resample must be a bool"):
+    with pytest.raises(ValueError, match="must divide num_samples"):
+        to_inference_data(conjugate_model, AutoNormal(conjugate_model), num_samples=10)
+    with pytest.raises(TypeError, match="resample"):
         to_inference_data(conjugate_model, AutoNormal(conjugate_model), resample="yes")
     with pytest.raises(TypeError, match="AutoContinuous"):
         neutra_mcmc(conjugate_model, AutoNormal(conjugate_model))
@@ -193,6 +240,7 @@ def test_neutra_mcmc_returns_chains_for_rhat():
     idata = neutra_mcmc(model, guide, num_samples=40, warmup=40, num_chains=2,
                         progress=False)
     assert idata.posterior["z"].shape == (2, 40, 2)
+    assert idata.sample_stats["diverging"].shape == (2, 40)
     assert idata.posterior["s"].shape == (2, 40)
     rhat = az.rhat(idata, var_names=["z"])["z"].values
     assert rhat.shape == (2,) and np.isfinite(rhat).all()
@@ -213,3 +261,14 @@ def test_reading_separates_a_heavy_tail_from_a_poor_bulk():
     spread = DiagnosticReport.from_log_weights(3.0 * (-u.log()) ** 1.5)
     assert spread.khat > 0.7 and spread.ess_fraction < 0.5, spread
     assert "misses posterior mass" in str(spread)
+
+
+def test_neutra_mcmc_has_log_likelihood_and_predictive():
+    guide = AutoFlow(conjugate_model, num_layers=1, hidden=(8,))
+    guide()
+    idata = neutra_mcmc(conjugate_model, guide, num_samples=30, warmup=30, num_chains=2,
+                        progress=False, posterior_predictive=True)
+    assert idata.log_likelihood["x"].shape == (2, 30, 3)
+    assert idata.posterior_predictive["x"].shape == (2, 30, 3)
+    np.testing.assert_allclose(idata.observed_data["x"].values, X.numpy())
+    assert np.isfinite(az.loo(idata).elpd_loo)

@@ -1,0 +1,265 @@
+"""``fi.infer``: a posterior from one call, with the checks that say whether to trust it.
+
+Stages (each timed; see :func:`infer`): multi-start mode search, flow VI per mode, importance
+checks on the (mixture) guide, and, when the checks fail, NUTS warm-started by the guide.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyro
+from torch import Tensor
+
+from flowinfer.checks import check_bool, check_choice, check_int, check_number
+from flowinfer.inference import stages
+from flowinfer.inference.report import format_report
+
+__all__ = ["infer", "ROUTES"]
+
+ROUTES = ("auto", "vi", "nuts")
+#: Pooled fits whose importance share is below this are dropped before the final checks.
+_NEGLIGIBLE = 0.01
+
+
+def infer(
+    model: Callable,
+    *args: Any,
+    num_draws: int = 1000,
+    num_chains: int = 4,
+    route: str = "auto",
+    flow: str = "iaf",
+    flow_options: dict | None = None,
+    num_starts: int = 6,
+    max_modes: int = 4,
+    max_vi_steps: int = 3000,
+    num_particles: int = 8,
+    lr: float = 5e-3,
+    check_draws: int = 4000,
+    khat_threshold: float = 0.7,
+    min_ess: int = 400,
+    warmup: int = 200,
+    kernel: str = "auto",
+    posterior_predictive: bool = False,
+    seed: int | None = None,
+    progress: bool | None = None,
+    report: bool | None = None,
+    **kwargs: Any,
+):
+    """Posterior draws of a Pyro model with continuous latents, checked, as ``InferenceData``.
+
+    1. **Modes.** L-BFGS on the unconstrained log joint from ``num_starts`` starts (the
+       prior median, prior draws, uniform draws on ``[-2, 2]``); a model that raises or
+       returns NaN at a point only makes that point ``-inf``. Separated modes are kept.
+    2. **Flow VI.** One ``AutoFlow`` per mode (Laplace warm start there), trained by
+       ``flowinfer.train.fit`` until the smoothed ELBO stops improving (at most
+       ``max_vi_steps``), recovering from non-finite steps. Several guides form a mixture
+       (the balance heuristic of their draws), so each mode gets its share by importance
+       weight.
+    3. **Checks.** ``check_draws`` importance draws: PSIS k-hat below ``khat_threshold``,
+       importance ESS at least ``min_ess``, and every mode found in stage 1 covered (its
+       importance weight no larger than the draws' largest: a guide that misses a mode
+       gives it a huge weight, which k-hat on the guide's own draws cannot see). If they
+       pass, the result is ``num_draws`` PSIS-resampled draws (route ``"vi"``).
+    4. **MCMC.** Otherwise NUTS, ``num_chains`` chains started from guide draws, in the
+       coordinates of a Gaussian with the guide's covariance (``"dense"``: a dense mass
+       matrix, cheap steps) or of the flow (``"neutra"``) - chosen by comparing the two as
+       importance proposals (``kernel="auto"``). R-hat, bulk/tail ESS and divergences are
+       checked and reported (route ``"nuts"``).
+
+    Args:
+        model: a Pyro model with continuous latent sites.
+        *args, **kwargs: the model's arguments (as for ``MCMC.run``); the option names below
+            are keyword-only and reserved.
+        num_draws: draws returned (split over ``num_chains`` chains; rounded up to a
+            multiple).
+        num_chains: chains of the result (and of NUTS).
+        route: ``"auto"`` (VI if the checks pass, else NUTS), ``"vi"`` (never escalate; the
+            checks are still reported) or ``"nuts"`` (always escalate).
+        flow: the guides' flow (a registered name, see ``fi.available_flows()``).
+        flow_options: the flow's hyper-parameters (e.g. ``{"num_layers": 3}``).
+        num_starts: starting points of the mode search.
+        max_modes: separated modes represented at most.
+        max_vi_steps: the VI step budget per guide (plateau stopping usually ends sooner).
+        num_particles: ELBO draws per step.
+        lr: Adam's learning rate (the guide learns in Laplace-whitened units).
+        check_draws: importance draws for the checks (k-hat is noisy below a few thousand).
+        khat_threshold: PSIS k-hat below which VI draws are accepted.
+        min_ess: importance ESS (VI) or bulk/tail ESS (NUTS) required.
+        warmup: NUTS warm-up steps per chain.
+        kernel: ``"auto"``, ``"dense"`` or ``"neutra"`` for the NUTS stage.
+        posterior_predictive: add a ``posterior_predictive`` group.
+        seed: seeds torch/Pyro (``None``: leave the generators alone).
+        progress: progress bars (default: when stderr is a terminal).
+        report: print the one-screen report (default: in an interactive session).
+
+    Returns:
+        ``arviz.InferenceData`` with ``posterior`` (chains x draws x site shape, constrained,
+        latent and deterministic sites), ``sample_stats``, ``log_likelihood`` (per observed
+        site and data point), ``observed_data``, ``posterior_predictive`` on request, and
+        ``attrs``: ``route``, ``checks_passed``, ``khat``, ``ess``, ``num_modes``,
+        ``fit_shares``, ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min``, ``num_divergences``,
+        ``kernel``, ``timings`` (seconds per stage, JSON) and ``report`` (the printed text).
+
+    Raises:
+        ValueError: discrete latent sites (with what to do instead), bad option values.
+        TypeError: options of the wrong type.
+
+    Example:
+        >>> import torch, pyro.distributions as dist
+        >>> def model(y):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     pyro.sample("y", dist.Normal(mu, 1.0).expand([len(y)]).to_event(1), obs=y)
+        >>> idata = infer(model, torch.tensor([0.5, 1.5]), num_draws=200, seed=0,
+        ...               progress=False, report=False, flow_options={"num_layers": 1})
+        >>> idata.attrs["route"], idata.posterior["mu"].shape
+        ('vi', (4, 50))
+
+    References:
+        Yao et al. (2018), "Yes, but Did It Work?: Evaluating Variational Inference".
+        Vehtari et al. (2024), "Pareto Smoothed Importance Sampling". Hoffman et al. (2019),
+        "NeuTra-lizing Bad Geometry in Hamiltonian Monte Carlo Using Neural Transport".
+        Vehtari et al. (2021), "Rank-Normalization, Folding, and Localization: An Improved
+        R-hat for Assessing Convergence of MCMC".
+    """
+    if not callable(model):
+        raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
+    opts = stages.Options(
+        num_draws=check_int(num_draws, "num_draws", 2),
+        num_chains=check_int(num_chains, "num_chains", 1),
+        route=check_choice(route, "route", ROUTES),
+        flow=flow, flow_options=_check_dict(flow_options, "flow_options"),
+        num_starts=check_int(num_starts, "num_starts", 1),
+        max_modes=check_int(max_modes, "max_modes", 1),
+        max_vi_steps=check_int(max_vi_steps, "max_vi_steps", 1),
+        num_particles=check_int(num_particles, "num_particles", 1),
+        lr=_positive(lr, "lr"),
+        check_draws=check_int(check_draws, "check_draws", 10),
+        khat_threshold=_positive(khat_threshold, "khat_threshold"),
+        min_ess=check_int(min_ess, "min_ess", 1),
+        warmup=check_int(warmup, "warmup", 0),
+        kernel=check_choice(kernel, "kernel", ("auto", "dense", "neutra")),
+        posterior_predictive=check_bool(posterior_predictive, "posterior_predictive"),
+        progress=sys.stderr.isatty() if progress is None else check_bool(progress, "progress"),
+    )
+    if not (isinstance(flow, str) or callable(flow)):
+        raise TypeError(f"flow must be a registered flow name or a callable, got "
+                        f"{type(flow).__name__}")
+    if isinstance(flow, str):
+        from flowinfer.registry import get_flow_spec
+
+        get_flow_spec(flow)
+    if seed is not None:
+        pyro.set_rng_seed(check_int(seed, "seed", 0))
+    show_report = _interactive() if report is None else check_bool(report, "report")
+    stages.check_model(model, args, kwargs)
+    # The guides' parameters live in a private param store: nothing of the caller's is read
+    # or overwritten, and nothing is left behind.
+    with pyro.get_param_store().scope():
+        result = _run(model, args, kwargs, opts)
+    idata = result.pop("idata")
+    text = format_report(result)
+    result["report"] = text
+    for key, value in result.items():
+        idata.attrs[key] = _attr(value)
+    if show_report:
+        print(text)
+    return idata
+
+
+def _run(model: Callable, args: tuple, kwargs: dict, opts: stages.Options) -> dict:
+    timings: dict[str, float] = {}
+    info: dict[str, Any] = {"timings": timings}
+
+    t = time.perf_counter()
+    probe = stages.Probe(model, args, kwargs, opts)
+    search = probe.search_modes()
+    timings["modes"] = time.perf_counter() - t
+    info["num_modes"] = len(search.modes)
+    info["mode_search"] = (f"{search.num_converged} of {search.num_starts} starts converged, "
+                           f"{len(search.all_modes)} distinct mode(s), "
+                           f"{len(search.modes)} kept")
+
+    t = time.perf_counter()
+    fits = probe.fit_guides(search)
+    timings["vi"] = time.perf_counter() - t
+    info["vi"] = [f.summary for f in fits]
+
+    t = time.perf_counter()
+    check = probe.check(fits, search)
+    timings["checks"] = time.perf_counter() - t
+    info.update(khat=check.khat, ess=check.ess, missed_mass=check.missed_mass,
+                vi_checks_passed=check.passed, fit_shares=check.mode_shares)
+
+    if not check.passed:
+        info["first_check"] = (f"k-hat {check.khat:.2f}, importance ESS {check.ess:.0f}"
+                               + (f", missed: {'; '.join(check.missed_mass)}"
+                                  if check.missed_mass else ""))
+        # Several independent fits are the check that can see mass one fit misses: a
+        # broad fit pooled with the mode fits, weighted by importance.
+        t = time.perf_counter()
+        fits.append(probe.fit_broad())
+        info["vi"].append(fits[-1].summary)
+        timings["vi"] += time.perf_counter() - t
+        t = time.perf_counter()
+        check = probe.check(fits, search)
+        if len(check.mode_shares) > 1 and min(check.mode_shares) < _NEGLIGIBLE:
+            # A fit whose draws carry (almost) no weight only dilutes the pooled draws.
+            fits = [f for f, share in zip(fits, check.mode_shares, strict=True)
+                    if share >= _NEGLIGIBLE]
+            check = probe.check(fits, search)
+        timings["checks"] += time.perf_counter() - t
+        info.update(khat=check.khat, ess=check.ess, missed_mass=check.missed_mass,
+                    vi_checks_passed=check.passed, fit_shares=check.mode_shares)
+
+    escalate = opts.route == "nuts" or (opts.route == "auto" and not check.passed)
+    if not escalate:
+        t = time.perf_counter()
+        idata = probe.vi_result(check, info)
+        timings["output"] = time.perf_counter() - t
+        info.update(route="vi", checks_passed=check.passed)
+    else:
+        t = time.perf_counter()
+        idata, mcmc_info = probe.nuts_result(fits, check)
+        timings["mcmc"] = time.perf_counter() - t
+        info.update(mcmc_info)
+        info["route"] = "nuts"
+    timings["total"] = sum(timings.values())
+    info["idata"] = idata
+    return info
+
+
+def _interactive() -> bool:
+    """A Python prompt, ``python -i``, or an IPython/Jupyter session."""
+    if hasattr(sys, "ps1") or bool(sys.flags.interactive):
+        return True
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and getattr(ipython, "get_ipython", lambda: None)() is not None
+
+
+def _check_dict(value: Any, name: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict or None, got {type(value).__name__}")
+    return dict(value)
+
+
+def _positive(value: Any, name: str) -> float:
+    value = check_number(value, name)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _attr(value: Any) -> Any:
+    from flowinfer.inference.groups import _attr as attr
+
+    if isinstance(value, Tensor | np.ndarray):
+        value = value.tolist()
+    return attr(value)
