@@ -10,11 +10,14 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyro
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from arviz import InferenceData
 
 from flowinfer.checks import check_bool, check_choice, check_int, check_number
 from flowinfer.inference import stages
@@ -50,7 +53,7 @@ def infer(
     progress: bool | None = None,
     report: bool | None = None,
     **kwargs: Any,
-):
+) -> InferenceData:
     """Posterior draws of a Pyro model with continuous latents, checked, as ``InferenceData``.
 
     1. **Modes.** L-BFGS on the unconstrained log joint from ``num_starts`` starts (the
