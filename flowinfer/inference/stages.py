@@ -21,7 +21,6 @@ from torch.distributions import biject_to
 
 from flowinfer.inference.autoflow import AutoFlow
 from flowinfer.inference.evidence import importance_summary
-from flowinfer.inference.groups import build_inference_data
 from flowinfer.inference.importance import importance_draws
 from flowinfer.inference.laplace import safe_log_density
 from flowinfer.inference.modes import ModeSearch, find_modes
@@ -378,40 +377,6 @@ class Probe:
                               f"mass, {100 * math.exp(min(q_share, 0.0)):.2g}% of the guide's")
         return missed
 
-    # ------------------------------------------------------------------ stage 4a: VI draws
-    def vi_result(self, check: CheckResult, info: dict):
-        import arviz as az
-
-        opts = self.opts
-        total = opts.draws_per_chain * opts.num_chains
-        lw = check.log_weights.numpy()
-        finite = np.isfinite(lw)
-        smoothed = np.full_like(lw, -np.inf)
-        if finite.sum() >= 5:
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                smoothed[finite], _ = az.psislw(lw[finite].copy())
-        else:
-            smoothed = lw
-        idx = _systematic(torch.as_tensor(smoothed), total)
-        idx = idx[torch.randperm(total)]
-        posterior = {k: v[idx] for k, v in check.posterior.items()}
-        stats = {"log_importance_weight": torch.as_tensor(lw)[idx]}
-        if len(check.mode_shares) > 1:
-            stats["mode"] = check.component[idx]
-        return build_inference_data(self.model, self.args, self.kwargs, posterior,
-                                    opts.num_chains, sample_stats=stats,
-                                    predictive=opts.posterior_predictive)
-
-    # ------------------------------------------------------------------ stage 4b: NUTS
-    def nuts_result(self, fits: list[GuideFit], check: CheckResult):
-        """NUTS warm-started by the fits (see :mod:`flowinfer.inference.nuts_stage`)."""
-        from flowinfer.inference.nuts_stage import nuts_result
-
-        return nuts_result(self, fits, check)
-
     def constrained(self, u: Tensor) -> dict[str, Tensor]:
         """Unconstrained latent vectors ``(n, d)`` -> constrained site values ``(n, ...)``."""
         with torch.no_grad():
@@ -426,12 +391,3 @@ def _safe_summary(lw: Tensor):
         from flowinfer.inference.evidence import ImportanceSummary
 
         return ImportanceSummary(-math.inf, math.inf, 0.0, 0.0, math.inf, lw.numel())
-
-
-def _systematic(log_weights: Tensor, n: int) -> Tensor:
-    """Systematic resampling: ``n`` indices with counts within one of ``n * w_i``."""
-    w = torch.softmax(log_weights.double(), 0)
-    cum = torch.cumsum(w, 0)
-    cum[-1] = 1.0
-    points = (torch.rand(()) + torch.arange(n, dtype=torch.float64)) / n
-    return torch.searchsorted(cum, points).clamp_max(w.numel() - 1)

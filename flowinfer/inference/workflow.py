@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 from flowinfer.checks import check_bool, check_choice, check_int, check_number
 from flowinfer.inference import stages
+from flowinfer.inference.nuts_stage import nuts_result
 from flowinfer.inference.report import format_report
+from flowinfer.inference.vi_stage import vi_result
 
 __all__ = ["infer", "ROUTES"]
 
@@ -223,12 +225,12 @@ def _run(model: Callable, args: tuple, kwargs: dict, opts: stages.Options) -> di
     escalate = opts.route == "nuts" or (opts.route == "auto" and not check.passed)
     if not escalate:
         t = time.perf_counter()
-        idata = probe.vi_result(check, info)
+        idata = vi_result(probe, check, info)
         timings["output"] = time.perf_counter() - t
         info.update(route="vi", checks_passed=check.passed)
     else:
         t = time.perf_counter()
-        idata, mcmc_info = probe.nuts_result(fits, check)
+        idata, mcmc_info = nuts_result(probe, fits, check)
         timings["mcmc"] = time.perf_counter() - t
         info.update(mcmc_info)
         info["route"] = "nuts"
