@@ -5,9 +5,7 @@ Its names now live in:
 ``flowinfer.vae.bounds``.
 """
 
-import importlib
-import warnings
-
+from flowinfer._deprecated import forward
 from flowinfer.vae.bounds import ImportanceBounds, iwae_bound, log_importance_weights  # noqa: F401
 from flowinfer.vae.posterior import AmortizedFlowPosterior  # noqa: F401
 
@@ -17,23 +15,7 @@ __all__ = [
     "iwae_bound",
     "log_importance_weights",
 ]
-_MODULES = (
+__getattr__ = forward("flowinfer.amortized", (
     "flowinfer.vae.posterior",
     "flowinfer.vae.bounds",
-)
-
-warnings.warn(
-    "flowinfer.amortized moved to flowinfer.vae; "
-    "the old path will be removed in flowinfer 0.3",
-    DeprecationWarning,
-    stacklevel=2,
-)
-
-
-def __getattr__(name: str):
-    # Private helpers used by older code: found in whichever new module has them.
-    for module in _MODULES:
-        found = importlib.import_module(module)
-        if hasattr(found, name):
-            return getattr(found, name)
-    raise AttributeError(f"module 'flowinfer.amortized' has no attribute {name!r}")
+))

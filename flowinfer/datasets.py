@@ -1,15 +1,10 @@
 """Deprecated path: ``flowinfer.datasets`` moved to ``flowinfer.data.datasets``
 (removed in flowinfer 0.3)."""
 
+import importlib
 import sys
-import warnings
 
-from flowinfer.data import datasets as _moved
+from flowinfer._deprecated import forward
 
-warnings.warn(
-    "flowinfer.datasets moved to flowinfer.data.datasets; "
-    "the old path will be removed in flowinfer 0.3",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _moved
+forward("flowinfer.datasets", ("flowinfer.data.datasets",))
+sys.modules[__name__] = importlib.import_module("flowinfer.data.datasets")

@@ -1,15 +1,10 @@
 """Deprecated path: ``flowinfer.evidence`` moved to ``flowinfer.inference.evidence``
 (removed in flowinfer 0.3)."""
 
+import importlib
 import sys
-import warnings
 
-from flowinfer.inference import evidence as _moved
+from flowinfer._deprecated import forward
 
-warnings.warn(
-    "flowinfer.evidence moved to flowinfer.inference.evidence; "
-    "the old path will be removed in flowinfer 0.3",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _moved
+forward("flowinfer.evidence", ("flowinfer.inference.evidence",))
+sys.modules[__name__] = importlib.import_module("flowinfer.inference.evidence")

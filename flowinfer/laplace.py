@@ -1,15 +1,10 @@
 """Deprecated path: ``flowinfer.laplace`` moved to ``flowinfer.inference.laplace``
 (removed in flowinfer 0.3)."""
 
+import importlib
 import sys
-import warnings
 
-from flowinfer.inference import laplace as _moved
+from flowinfer._deprecated import forward
 
-warnings.warn(
-    "flowinfer.laplace moved to flowinfer.inference.laplace; "
-    "the old path will be removed in flowinfer 0.3",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _moved
+forward("flowinfer.laplace", ("flowinfer.inference.laplace",))
+sys.modules[__name__] = importlib.import_module("flowinfer.inference.laplace")

@@ -1,15 +1,10 @@
 """Deprecated path: ``flowinfer.priors`` moved to ``flowinfer.vae.prior``
 (removed in flowinfer 0.3)."""
 
+import importlib
 import sys
-import warnings
 
-from flowinfer.vae import prior as _moved
+from flowinfer._deprecated import forward
 
-warnings.warn(
-    "flowinfer.priors moved to flowinfer.vae.prior; "
-    "the old path will be removed in flowinfer 0.3",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _moved
+forward("flowinfer.priors", ("flowinfer.vae.prior",))
+sys.modules[__name__] = importlib.import_module("flowinfer.vae.prior")

@@ -1,15 +1,10 @@
 """Deprecated path: ``flowinfer.targets`` moved to ``flowinfer.data.targets``
 (removed in flowinfer 0.3)."""
 
+import importlib
 import sys
-import warnings
 
-from flowinfer.data import targets as _moved
+from flowinfer._deprecated import forward
 
-warnings.warn(
-    "flowinfer.targets moved to flowinfer.data.targets; "
-    "the old path will be removed in flowinfer 0.3",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = _moved
+forward("flowinfer.targets", ("flowinfer.data.targets",))
+sys.modules[__name__] = importlib.import_module("flowinfer.data.targets")

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "flowinfer"
 
 # Lowest layer first; a module may import from its own layer and the layers below.
 LAYERS = [
-    ("floor", ["flowinfer._version", "flowinfer.checks"]),
+    ("floor", ["flowinfer._version", "flowinfer._deprecated", "flowinfer.checks"]),
     ("numerics and data", ["flowinfer.nn", "flowinfer.splines", "flowinfer.data"]),
     ("bijectors", ["flowinfer.transforms"]),
     ("flows", ["flowinfer.flow", "flowinfer.registry", "flowinfer.flows"]),

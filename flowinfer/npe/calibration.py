@@ -184,6 +184,15 @@ def _posterior_batch(npe: Any, observed: dict[str, Tensor], num: int) -> Tensor:
     return npe.theta_standardizer.inverse(z)
 
 
+def _checked_pairs(npe: Any, num_simulations: Any, num_posterior_samples: Any,
+                   seed: Any) -> Any:
+    # The checks both calibration measures make before they simulate.
+    npe._check_fitted()
+    check_int(num_simulations, "num_simulations", lowest=2)
+    check_int(num_posterior_samples, "num_posterior_samples")
+    return _simulate_pairs(npe, num_simulations, seed)
+
+
 def _simulate_pairs(npe: Any, num_simulations: int, seed: int | None) -> Any:
     from flowinfer.npe.simulate import simulate
 
@@ -207,10 +216,7 @@ def sbc(npe: Any, num_simulations: int = 1000, num_posterior_samples: int = 100,
     Returns:
         :class:`SBCResult` (``.passed``, ``.verdict``, ``.plot()``).
     """
-    npe._check_fitted()
-    num_simulations = check_int(num_simulations, "num_simulations", lowest=2)
-    num_posterior_samples = check_int(num_posterior_samples, "num_posterior_samples")
-    sims = _simulate_pairs(npe, num_simulations, seed)
+    sims = _checked_pairs(npe, num_simulations, num_posterior_samples, seed)
     with torch.random.fork_rng():
         if seed is not None:
             torch.manual_seed(seed)
@@ -278,10 +284,7 @@ def expected_coverage(npe: Any, num_simulations: int = 500, num_posterior_sample
     estimated density exceeds the truth's; coverage at level ``a`` is the share of pairs
     with HDR level at most ``a``.
     """
-    npe._check_fitted()
-    num_simulations = check_int(num_simulations, "num_simulations", lowest=2)
-    num_posterior_samples = check_int(num_posterior_samples, "num_posterior_samples")
-    sims = _simulate_pairs(npe, num_simulations, seed)
+    sims = _checked_pairs(npe, num_simulations, num_posterior_samples, seed)
     with torch.random.fork_rng():
         if seed is not None:
             torch.manual_seed(seed)
