@@ -191,11 +191,15 @@ class Probe:
 
     # ------------------------------------------------------------------ stage 1
     def starts(self) -> list[tuple[str, Tensor]]:
-        points = [("median", self.guide.loc.detach().clone())]
-        i = 0
+        median = self.guide.loc.detach().clone()
+        points = [("median", median)]
+        i, last_prior = 0, None
         while len(points) < self.opts.num_starts:
             i += 1
-            if i % 2:  # a prior draw
+            # Per three starts: a prior draw, its mirror image through the prior median
+            # (antithetic: a mode on the other side of the prior is not left to chance), and
+            # Stan's default, uniform on [-2, 2] in the unconstrained space.
+            if i % 3 == 1:
                 try:
                     with torch.no_grad(), poutine.block():
                         trace = poutine.trace(InitMessenger(_prior_or_flat)(self.model)
@@ -203,10 +207,13 @@ class Probe:
                     u = self.pack({n: trace.nodes[n]["value"] for n, _ in self.sites})
                 except Exception:  # noqa: BLE001 - a prior draw the model rejects: skip it
                     u = None
-                name = f"prior{(i + 1) // 2}"
-            else:  # Stan's default: uniform on [-2, 2] in the unconstrained space
+                last_prior, name = u, f"prior{i // 3 + 1}"
+            elif i % 3 == 2:
+                u = None if last_prior is None else 2 * median - last_prior
+                name = f"mirror{i // 3 + 1}"
+            else:
                 u = 4.0 * torch.rand(self.dim, dtype=self.guide.loc.dtype) - 2.0
-                name = f"uniform{i // 2}"
+                name = f"uniform{i // 3}"
             if u is not None and bool(torch.isfinite(u).all()):
                 points.append((name, u.to(self.guide.loc)))
             if i > 4 * self.opts.num_starts:

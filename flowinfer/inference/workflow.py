@@ -40,7 +40,7 @@ def infer(
     route: str = "auto",
     flow: str = "iaf",
     flow_options: dict | None = None,
-    num_starts: int = 6,
+    num_starts: int = 12,
     max_modes: int = 4,
     max_vi_steps: int = 3000,
     num_particles: int = 8,
@@ -59,8 +59,9 @@ def infer(
     """Posterior draws of a Pyro model with continuous latents, checked, as ``InferenceData``.
 
     1. **Modes.** L-BFGS on the unconstrained log joint from ``num_starts`` starts (the
-       prior median, prior draws, uniform draws on ``[-2, 2]``); a model that raises or
-       returns NaN at a point only makes that point ``-inf``. Separated modes are kept.
+       prior median, prior draws and their mirror images through the median, uniform draws
+       on ``[-2, 2]``); a model that raises or returns NaN at a point only makes that point
+       ``-inf``. Separated modes are kept.
     2. **Flow VI.** One ``AutoFlow`` per mode (Laplace warm start there), trained by
        ``flowinfer.train.fit`` until the smoothed ELBO stops improving (at most
        ``max_vi_steps``), recovering from non-finite steps. Several guides form a mixture

@@ -203,6 +203,33 @@ def test_two_mode_model_gets_both_modes_with_their_shares():
     assert abs(share - 0.7) < 4 * se, (share, se, idata.attrs["report"])
 
 
+def three_mode_model():
+    # Modes at -8, 0 and 8 under a N(0, 10) prior: a mode on the far side of the prior is
+    # found only if some start lands in its basin (the antithetic starts make sure of it).
+    z = pyro.sample("z", dist.Normal(0.0, 10.0))
+    comp = torch.stack([math.log(w) + dist.Normal(m, 0.5).log_prob(z)
+                        for m, w in ((-8.0, 0.2), (0.0, 0.5), (8.0, 0.3))], -1)
+    pyro.factor("mix", torch.logsumexp(comp, -1))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_three_separated_modes_get_their_exact_shares(seed):
+    idata = fi.infer(three_mode_model, **{**FAST, "num_starts": 12, "num_draws": 2000,
+                                          "seed": seed})
+    assert int(idata.attrs["num_modes"]) == 3, idata.attrs["report"]
+    draws = idata.posterior["z"].values.reshape(-1)
+    # Exact share of component k: w_k N(m_k; 0, sqrt(10^2 + 0.5^2)), normalised.
+    marginal = dist.Normal(0.0, math.sqrt(100.25))
+    raw = torch.tensor([w * float(marginal.log_prob(torch.tensor(m)).exp())
+                        for m, w in ((-8.0, 0.2), (0.0, 0.5), (8.0, 0.3))])
+    exact = raw / raw.sum()
+    ess = float(idata.attrs["ess"])
+    for (low, high), p in zip(((-20, -4), (-4, 4), (4, 20)), exact.tolist(), strict=True):
+        share = float(((draws > low) & (draws < high)).mean())
+        se = math.sqrt(p * (1 - p) * (1 / ess + 1 / draws.size))
+        assert abs(share - p) < 4 * se, (share, p, se, idata.attrs["report"])
+
+
 def test_missed_mode_is_seen():
     # One start only: the search cannot find the second mode, but a start in each proves
     # the check: a guide fitted to one mode gives the other a huge importance weight.
