@@ -14,7 +14,7 @@ from flowinfer.inference.stages import CheckResult, Probe
 __all__ = ["vi_result"]
 
 
-def vi_result(probe: Probe, check: CheckResult, info: dict):
+def vi_result(probe: Probe, check: CheckResult):
     """``InferenceData`` of PSIS-resampled importance draws (route ``"vi"``)."""
     import arviz as az
 

@@ -226,7 +226,7 @@ def _run(model: Callable, args: tuple, kwargs: dict, opts: stages.Options) -> di
     escalate = opts.route == "nuts" or (opts.route == "auto" and not check.passed)
     if not escalate:
         t = time.perf_counter()
-        idata = vi_result(probe, check, info)
+        idata = vi_result(probe, check)
         timings["output"] = time.perf_counter() - t
         info.update(route="vi", checks_passed=check.passed)
     else:

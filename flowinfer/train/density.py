@@ -47,24 +47,11 @@ def mean_nll(flow: Flow, x: Tensor, context: Tensor | None = None,
     return evaluate_rows(MaximumLikelihood(flow).evaluate, rows, batch_size)
 
 
-def _has_inverse(flow: Flow) -> bool:
-    # TODO(layout): Flow.has_inverse (computed from the layers) replaces this registry lookup.
-    if hasattr(flow, "has_inverse"):
-        return flow.has_inverse
-    from flowinfer.registry import get_flow_spec
-
-    name = (flow.config or {}).get("name")
-    try:
-        return name is None or get_flow_spec(name).has_inverse
-    except ValueError:
-        return True
-
-
 def _check_flow(flow: Any) -> Flow:
     if not isinstance(flow, Flow):
         raise TypeError(f"flow must be a flowinfer Flow (see build_flow), got "
                         f"{type(flow).__name__}")
-    if not _has_inverse(flow):
+    if not flow.has_inverse:
         name = (flow.config or {}).get("name", "this flow")
         raise ValueError(
             f"flow {name!r} has no analytic inverse, so the log density of data cannot be "
