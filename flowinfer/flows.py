@@ -13,12 +13,12 @@ import pyro.distributions.transforms as pyro_transforms
 import torch
 from torch import nn
 
-from flowinfer.checks import check_choice, check_int
+from flowinfer.checks import check_bool, check_choice, check_int
 from flowinfer.registry import register_flow
 from flowinfer.transforms.autoregressive import Autoregressive
 from flowinfer.transforms.base import ConditionalBijector
 from flowinfer.transforms.coupling import Coupling, default_mask
-from flowinfer.transforms.elementwise import ActNorm
+from flowinfer.transforms.elementwise import ActNorm, ElementwiseAffine
 from flowinfer.transforms.glow import glow_layers
 from flowinfer.transforms.linear import LULinear
 from flowinfer.transforms.permutation import permutation as make_permutation
@@ -65,6 +65,21 @@ def _orderings(dim: int, num_layers: int, permutation: str) -> list[torch.Tensor
     return [natural] + [torch.randperm(dim, generator=generator) for _ in range(num_layers - 1)]
 
 
+def _output_affine(dim: int, context_dim: int, hidden: Sequence[int]) -> list[nn.Module]:
+    """An elementwise affine map after the splines, conditioned on the context when given.
+
+    A spline is the identity outside its box ``[-bound, bound]`` with slope 1 at the edges, so
+    a target much narrower than the base (a posterior against its z-scored prior) must put the
+    base's tails in the outer bins, far out in the target's units: heavy tails. The affine
+    map carries the target's location and scale, so the splines work at unit scale.
+    """
+    mask = torch.zeros(dim, dtype=torch.bool)  # nothing conditions but the context
+    if context_dim:
+        return [_wrap(Coupling(dim, mask=mask, context_dim=context_dim, element="affine",
+                               hidden=hidden), context_dim)]
+    return [ElementwiseAffine(dim)]
+
+
 def _autoregressive_stack(
     dim: int, context_dim: int, num_layers: int, permutation: str, **layer_kwargs
 ) -> list[nn.Module]:
@@ -100,10 +115,18 @@ def nsf(
     bins: int = 8,
     bound: float = 5.0,
     permutation: str = "reverse",
+    final_affine: bool = False,
 ) -> list[nn.Module]:
-    """Neural spline flow, coupling form (NSF-C): rational-quadratic splines (Durkan 2019)."""
-    return _coupling_stack(dim, context_dim, num_layers, permutation, element="spline",
-                           hidden=hidden, bins=bins, bound=bound)
+    """Neural spline flow, coupling form (NSF-C): rational-quadratic splines (Durkan 2019).
+
+    ``final_affine=True`` ends the flow with an elementwise affine layer (conditioned on the
+    context when there is one), so the spline box need not contain the target's scale.
+    """
+    layers = _coupling_stack(dim, context_dim, num_layers, permutation, element="spline",
+                             hidden=hidden, bins=bins, bound=bound)
+    if check_bool(final_affine, "final_affine"):
+        layers += _output_affine(dim, context_dim, hidden)
+    return layers
 
 
 @register_flow("maf")
@@ -149,11 +172,18 @@ def nsf_ar(
     direction: str = "maf",
     residual: bool = False,
     permutation: str = "reverse",
+    final_affine: bool = False,
 ) -> list[nn.Module]:
-    """Neural spline flow, autoregressive form (NSF-AR); direction 'maf' or 'iaf' (Durkan 2019)."""
-    return _autoregressive_stack(dim, context_dim, num_layers, permutation, element="spline",
-                                 direction=direction, hidden=hidden, bins=bins, bound=bound,
-                                 residual=residual)
+    """Neural spline flow, autoregressive form (NSF-AR); direction 'maf' or 'iaf' (Durkan 2019).
+
+    ``final_affine`` as for :func:`nsf`.
+    """
+    layers = _autoregressive_stack(dim, context_dim, num_layers, permutation, element="spline",
+                                   direction=direction, hidden=hidden, bins=bins, bound=bound,
+                                   residual=residual)
+    if check_bool(final_affine, "final_affine"):
+        layers += _output_affine(dim, context_dim, hidden)
+    return layers
 
 
 @register_flow("glow", description="Glow (Kingma & Dhariwal 2018): ActNorm, invertible "

@@ -23,6 +23,9 @@ SMALL_HYPER = {
     "maf": {"num_layers": 2, "hidden": (8,)},
     "iaf": {"num_layers": 2, "hidden": (8,)},
     "nsf-ar": {"num_layers": 2, "hidden": (8,), "bins": 4},
+    # Options that add layers are contract cases of their own: "<flow>+<option>".
+    "nsf+final_affine": {"num_layers": 2, "hidden": (8,), "bins": 4, "final_affine": True},
+    "nsf-ar+final_affine": {"num_layers": 2, "hidden": (8,), "bins": 4, "final_affine": True},
     "glow": {"num_layers": 2, "hidden": (8,)},
     "householder": {"num_layers": 1},
     "bnaf": {"num_layers": 2, "hidden_factors": (4,)},
@@ -32,7 +35,14 @@ SMALL_HYPER = {
 }
 
 ALL = sorted(fi.available_flows())
-INVERTIBLE = [n for n in ALL if get_flow_spec(n).has_inverse]
+VARIANTS = sorted(n for n in SMALL_HYPER if "+" in n)
+
+
+def registry_name(case: str) -> str:
+    return case.split("+")[0]
+
+
+INVERTIBLE = [n for n in ALL + VARIANTS if get_flow_spec(registry_name(n)).has_inverse]
 NOT_INVERTIBLE = [n for n in ALL if not get_flow_spec(n).has_inverse]
 DTYPES = [torch.float64, torch.float32]
 CONTEXT_DIM = 3
@@ -43,7 +53,7 @@ def _cases(names):
     for name in names:
         for dtype in DTYPES:
             cases.append(pytest.param(name, dtype, 0, id=f"{name}-{str(dtype)[6:]}"))
-            if get_flow_spec(name).supports_context:
+            if get_flow_spec(registry_name(name)).supports_context:
                 cases.append(
                     pytest.param(name, dtype, CONTEXT_DIM, id=f"{name}-{str(dtype)[6:]}-ctx")
                 )
@@ -60,7 +70,7 @@ def test_registry_lists_every_promised_name():
 def make_flow(name, dim, context_dim, dtype, seed=0, scale=0.3, base="learnable"):
     """A small flow with parameters drawn away from the identity."""
     torch.manual_seed(seed)
-    flow = fi.build_flow(name, dim=dim, context_dim=context_dim, base=base,
+    flow = fi.build_flow(registry_name(name), dim=dim, context_dim=context_dim, base=base,
                          **SMALL_HYPER.get(name, {}))
     flow = flow.to(dtype)
     perturb(flow, scale, seed)
@@ -249,7 +259,8 @@ class TestInvertibleContract:
 def _density_cases():
     cases = []
     for name in INVERTIBLE:
-        for context_dim in (0, CONTEXT_DIM) if get_flow_spec(name).supports_context else (0,):
+        contextual = get_flow_spec(registry_name(name)).supports_context
+        for context_dim in (0, CONTEXT_DIM) if contextual else (0,):
             cases.append(pytest.param(name, context_dim, id=f"{name}-ctx{context_dim}"))
     return cases
 

@@ -242,7 +242,10 @@ class AutoFlow(GuideCheckpoint, AutoContinuous):
 
     def _potential(self, args: tuple, kwargs: dict) -> ModelPotential:
         """The model's potential over this guide's packed latent vector."""
-        return ModelPotential.from_trace(self.model, self.prototype_trace, args, kwargs)
+        # The raw model: the guide's own copy sits inside an InitMessenger, which a
+        # reparameterised model (poutine.reparam) applies to its original sites before the
+        # conditioning on the new ones, so the potential would read init values there.
+        return ModelPotential.from_trace(self._raw_model, self.prototype_trace, args, kwargs)
 
     def _conditioned_trace(self, u: Tensor, args: tuple, kwargs: dict) -> tuple[Any, Tensor]:
         """The model's trace at the packed unconstrained ``u``, and ``log|dz/du|``."""

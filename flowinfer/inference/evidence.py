@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["ImportanceSummary", "importance_summary", "elbo_estimate", "khat_reading",
+           "khat_standard_error",
            "psis_khat"]
 
 
@@ -70,6 +71,27 @@ def psis_khat(log_weights: Tensor | np.ndarray) -> float:
         warnings.simplefilter("ignore")
         _, khat = az.psislw(lw.copy())
     return float(np.asarray(khat))
+
+
+def khat_standard_error(khat: float, n: int) -> float:
+    """Standard error of PSIS k-hat from ``n`` draws: ``(1 + k) / sqrt(M)``.
+
+    ``M = min(n / 5, 3 sqrt(n))`` is the tail PSIS fits its generalised Pareto to, and
+    ``(1 + k)^2 / M`` the asymptotic variance of the shape estimate.
+
+    Example:
+        >>> round(khat_standard_error(0.6, 4000), 3)
+        0.116
+
+    References:
+        Vehtari et al. (2024), "Pareto Smoothed Importance Sampling", JMLR. Zhang & Stephens
+        (2009), "A New and Efficient Estimation Method for the Generalized Pareto
+        Distribution", Technometrics.
+    """
+    tail = min(n / 5, 3 * math.sqrt(n))
+    if tail < 1 or not math.isfinite(khat):
+        return math.inf
+    return (1 + max(khat, 0.0)) / math.sqrt(tail)
 
 
 def elbo_estimate(log_weights: Tensor | np.ndarray) -> tuple[float, float]:

@@ -19,12 +19,12 @@ from pyro import poutine
 from pyro.infer import Predictive
 from torch import Tensor
 
+from flowinfer.inference.sites import is_deterministic
+
 __all__ = ["model_sites", "complete_posterior", "log_likelihood", "posterior_predictive",
            "build_inference_data"]
 
 
-def _is_deterministic(site: dict) -> bool:
-    return bool(site["infer"].get("_deterministic", False))
 
 
 def model_sites(model: Callable, args: tuple, kwargs: dict, values: dict[str, Tensor] | None
@@ -46,7 +46,7 @@ def model_sites(model: Callable, args: tuple, kwargs: dict, values: dict[str, Te
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
             continue
-        if _is_deterministic(site):
+        if is_deterministic(site):
             deterministic.append(name)
         elif site["is_observed"]:
             observed[name] = site["value"].detach()

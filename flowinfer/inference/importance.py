@@ -14,6 +14,7 @@ from pyro.infer.importance import vectorized_importance_weights
 from torch import Tensor
 
 from flowinfer.checks import check_int
+from flowinfer.inference.sites import is_deterministic
 
 __all__ = ['importance_draws']
 
@@ -46,8 +47,6 @@ def _max_plate_nesting(*traces: Any) -> int:
     return max(dims, default=0)
 
 
-def _is_deterministic(site: dict) -> bool:
-    return bool(site["infer"].get("_deterministic", False))
 
 
 def importance_draws(
@@ -91,7 +90,7 @@ def importance_draws(
         name: site["value"].shape
         for name, site in model_trace.nodes.items()
         if site["type"] == "sample"
-        and (not site["is_observed"] or _is_deterministic(site))
+        and (not site["is_observed"] or is_deterministic(site))
         and not site["infer"].get("is_auxiliary", False)
         and not name.startswith("_")
         and name in _sample_names(model_trace)
@@ -99,7 +98,7 @@ def importance_draws(
     observed = {
         name: site["value"].detach()
         for name, site in model_trace.nodes.items()
-        if site["type"] == "sample" and site["is_observed"] and not _is_deterministic(site)
+        if site["type"] == "sample" and site["is_observed"] and not is_deterministic(site)
     }
     weights, draws = [], {name: [] for name in latent}
     done = 0

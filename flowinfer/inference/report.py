@@ -26,6 +26,8 @@ def format_report(info: dict) -> str:
     verdict = "checks passed" if info.get("checks_passed") else "CHECKS FAILED"
     lines = [f"fi.infer: route {info.get('route')}, {verdict} "
              f"({_num(timings.get('total'), '.1f')} s)"]
+    if str(info.get("reparam", "")).startswith("non-centred"):
+        lines.append(f"  reparam    {info['reparam']}")
     if "mode_search" in info:
         lines.append(f"  modes      {info['mode_search']}")
     for line in info.get("vi", []):

@@ -18,13 +18,26 @@ from flowinfer.checks import check_number
 from flowinfer.flow import Flow
 from flowinfer.registry import build_flow
 
-__all__ = ['init_to_median_or_zero', 'GUIDE_FLOW_DEFAULTS']
+__all__ = ['init_to_median_or_zero', 'GUIDE_FLOW_DEFAULTS', 'is_deterministic']
 
 
 _SCALES = ("diagonal", "full")
 _WARM_STARTS = ("laplace", None)
 #: Draws used to compare the candidate starting Gaussians by their ELBO.
 _WARM_START_DRAWS = 64
+
+
+def is_deterministic(site: dict) -> bool:
+    """A ``pyro.deterministic`` site, or a site a reparameterisation turned into one.
+
+    ``poutine.reparam`` leaves the original site in the trace as an observed ``Delta`` whose
+    log density is masked out: a value computed from the new latent sites, not data.
+    """
+    if site["infer"].get("_deterministic", False):
+        return True
+    fn = site["fn"]
+    return bool(site.get("is_observed")) and isinstance(fn, dist.MaskedDistribution) and (
+        fn._mask is False and isinstance(fn.base_dist, dist.Delta))
 
 
 def init_to_median_or_zero(site: dict | None = None, num_samples: int = 15):

@@ -25,9 +25,10 @@ from flowinfer.inference.nuts_stage import nuts_result
 from flowinfer.inference.report import format_report
 from flowinfer.inference.vi_stage import vi_result
 
-__all__ = ["infer", "ROUTES"]
+__all__ = ["infer", "ROUTES", "REPARAMS"]
 
 ROUTES = ("auto", "vi", "nuts")
+REPARAMS = ("auto", "none", "noncentered")
 #: Pooled fits whose importance share is below this are dropped before the final checks.
 _NEGLIGIBLE = 0.01
 
@@ -38,6 +39,7 @@ def infer(
     num_draws: int = 1000,
     num_chains: int = 4,
     route: str = "auto",
+    reparam: str = "auto",
     flow: str = "iaf",
     flow_options: dict | None = None,
     num_starts: int = 12,
@@ -61,7 +63,10 @@ def infer(
     1. **Modes.** L-BFGS on the unconstrained log joint from ``num_starts`` starts (the
        prior median, prior draws and their mirror images through the median, uniform draws
        on ``[-2, 2]``); a model that raises or returns NaN at a point only makes that point
-       ``-inf``. Separated modes are kept.
+       ``-inf``. Separated modes are kept. When some start finds no mode (an unbounded
+       density: the funnel of a latent whose scale is another latent), the search is run
+       again on the non-centred model (``reparam="auto"``,
+       :mod:`flowinfer.inference.reparam`), which is kept if more of its starts converge.
     2. **Flow VI.** One ``AutoFlow`` per mode (Laplace warm start there), trained by
        ``flowinfer.train.fit`` until the smoothed ELBO stops improving (at most
        ``max_vi_steps``), recovering from non-finite steps. Several guides form a mixture
@@ -87,6 +92,10 @@ def infer(
         num_chains: chains of the result (and of NUTS).
         route: ``"auto"`` (VI if the checks pass, else NUTS), ``"vi"`` (never escalate; the
             checks are still reported) or ``"nuts"`` (always escalate).
+        reparam: ``"auto"`` (non-centre the funnel sites when that gives the density proper
+            modes), ``"none"`` or ``"noncentered"`` (always, where a site's scale depends on
+            another latent). A non-centred site keeps its name in ``posterior`` (computed
+            from the new latent ``<site>_decentered``, which is reported too).
         flow: the guides' flow (a registered name, see ``fi.available_flows()``).
         flow_options: the flow's hyper-parameters (e.g. ``{"num_layers": 3}``).
         num_starts: starting points of the mode search.
@@ -110,7 +119,8 @@ def infer(
         site and data point), ``observed_data``, ``posterior_predictive`` on request, and
         ``attrs``: ``route``, ``checks_passed``, ``khat``, ``ess``, ``num_modes``,
         ``fit_shares``, ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min``, ``num_divergences``,
-        ``kernel``, ``timings`` (seconds per stage, JSON) and ``report`` (the printed text).
+        ``kernel``, ``reparam`` (what was non-centred and why), ``timings`` (seconds per
+        stage, JSON) and ``report`` (the printed text).
 
     Raises:
         ValueError: discrete latent sites (with what to do instead), bad option values.
@@ -139,6 +149,7 @@ def infer(
         num_draws=check_int(num_draws, "num_draws", 2),
         num_chains=check_int(num_chains, "num_chains", 1),
         route=check_choice(route, "route", ROUTES),
+        reparam=check_choice(reparam, "reparam", REPARAMS),
         flow=flow, flow_options=_check_dict(flow_options, "flow_options"),
         num_starts=check_int(num_starts, "num_starts", 1),
         max_modes=check_int(max_modes, "max_modes", 1),
@@ -185,22 +196,31 @@ def _run(model: Callable, args: tuple, kwargs: dict, opts: stages.Options) -> di
     t = time.perf_counter()
     probe = stages.Probe(model, args, kwargs, opts)
     search = probe.search_modes()
+    probe, search, info["reparam"] = _choose_parameterisation(probe, search, opts)
     timings["modes"] = time.perf_counter() - t
-    info["num_modes"] = len(search.modes)
-    info["mode_search"] = (f"{search.num_converged} of {search.num_starts} starts converged, "
-                           f"{len(search.all_modes)} distinct mode(s), "
-                           f"{len(search.modes)} kept")
+    info["mode_search"] = _describe(search)
 
-    t = time.perf_counter()
-    fits = probe.fit_guides(search)
-    timings["vi"] = time.perf_counter() - t
-    info["vi"] = [f.summary for f in fits]
-
-    t = time.perf_counter()
-    check = probe.check(fits, search)
-    timings["checks"] = time.perf_counter() - t
-    info.update(khat=check.khat, ess=check.ess, missed_mass=check.missed_mass,
-                vi_checks_passed=check.passed, fit_shares=check.mode_shares)
+    fits, check = _fit_and_check(probe, search, info, timings)
+    if not check.passed and opts.reparam == "auto" and info["reparam"].startswith("none"):
+        # A funnel with a proper mode (its neck, e.g. Neal's funnel at x = 0) passes the
+        # mode search, and the centred fit then fails its checks: try the non-centred form.
+        alt = _noncentred_probe(probe)
+        if alt is not None:
+            alt_probe, names = alt
+            t = time.perf_counter()
+            alt_search = alt_probe.search_modes()
+            timings["modes"] += time.perf_counter() - t
+            alt_info: dict[str, Any] = {}
+            alt_fits, alt_check = _fit_and_check(alt_probe, alt_search, alt_info, timings)
+            verdict = (f"the centred fit failed its checks (k-hat {check.khat:.2f}, ESS "
+                       f"{check.ess:.0f}); non-centred: k-hat {alt_check.khat:.2f}, ESS "
+                       f"{alt_check.ess:.0f}")
+            if alt_check.passed or alt_check.khat < check.khat:
+                probe, search, fits, check = alt_probe, alt_search, alt_fits, alt_check
+                info.update(alt_info, reparam=f"non-centred {names} ({verdict})")
+                info["mode_search"] = _describe(search)
+            else:
+                info["reparam"] = f"none ({verdict})"
 
     if not check.passed:
         info["first_check"] = (f"k-hat {check.khat:.2f}, importance ESS {check.ess:.0f}"
@@ -213,16 +233,17 @@ def _run(model: Callable, args: tuple, kwargs: dict, opts: stages.Options) -> di
         info["vi"].append(fits[-1].summary)
         timings["vi"] += time.perf_counter() - t
         t = time.perf_counter()
-        check = probe.check(fits, search)
+        check = probe.check(fits, search, second_look=True)
         if len(check.mode_shares) > 1 and min(check.mode_shares) < _NEGLIGIBLE:
             # A fit whose draws carry (almost) no weight only dilutes the pooled draws.
             fits = [f for f, share in zip(fits, check.mode_shares, strict=True)
                     if share >= _NEGLIGIBLE]
-            check = probe.check(fits, search)
+            check = probe.check(fits, search, second_look=True)
         timings["checks"] += time.perf_counter() - t
         info.update(khat=check.khat, ess=check.ess, missed_mass=check.missed_mass,
                     vi_checks_passed=check.passed, fit_shares=check.mode_shares)
 
+    info["num_modes"] = len(search.modes)
     escalate = opts.route == "nuts" or (opts.route == "auto" and not check.passed)
     if not escalate:
         t = time.perf_counter()
@@ -238,6 +259,59 @@ def _run(model: Callable, args: tuple, kwargs: dict, opts: stages.Options) -> di
     timings["total"] = sum(timings.values())
     info["idata"] = idata
     return info
+
+
+def _describe(search: Any) -> str:
+    return (f"{search.num_converged} of {search.num_starts} starts converged, "
+            f"{len(search.all_modes)} distinct mode(s), {len(search.modes)} kept")
+
+
+def _fit_and_check(probe: stages.Probe, search: Any, info: dict, timings: dict
+                   ) -> tuple[list, Any]:
+    """Stage 2 and the first stage-3 check (times added to ``timings``)."""
+    t = time.perf_counter()
+    fits = probe.fit_guides(search)
+    timings["vi"] = timings.get("vi", 0.0) + time.perf_counter() - t
+    info["vi"] = [f.summary for f in fits]
+    t = time.perf_counter()
+    check = probe.check(fits, search)
+    timings["checks"] = timings.get("checks", 0.0) + time.perf_counter() - t
+    info.update(khat=check.khat, ess=check.ess, missed_mass=check.missed_mass,
+                vi_checks_passed=check.passed, fit_shares=check.mode_shares)
+    return fits, check
+
+
+def _noncentred_probe(probe: stages.Probe) -> tuple[stages.Probe, str] | None:
+    """A probe of the non-centred model, or ``None`` when no latent scale is latent."""
+    from flowinfer.inference.reparam import funnel_sites, noncentered
+
+    values = {name: site["value"] for name, site in probe.sites}
+    sites = funnel_sites(probe.model, values, probe.args, probe.kwargs)
+    if not sites:
+        return None
+    return (stages.Probe(noncentered(probe.model, sites), probe.args, probe.kwargs,
+                         probe.opts), ", ".join(sites))
+
+
+def _choose_parameterisation(probe: stages.Probe, search: Any, opts: stages.Options
+                             ) -> tuple[stages.Probe, Any, str]:
+    """The centred model, or its non-centred form when that gives the density proper modes."""
+    if opts.reparam == "none":
+        return probe, search, "none (reparam='none')"
+    if opts.reparam == "auto" and not search.unbounded:
+        return probe, search, "none (every start found a mode)"
+    alt = _noncentred_probe(probe)
+    if alt is None:
+        return probe, search, "none (no latent scale depends on another latent)"
+    alt_probe, names = alt
+    alt_search = alt_probe.search_modes()
+    counts = (f"{search.num_converged} of {search.num_starts} starts found a mode centred, "
+              f"{alt_search.num_converged} of {alt_search.num_starts} non-centred")
+    if opts.reparam == "noncentered":
+        return alt_probe, alt_search, f"non-centred {names} (reparam='noncentered'; {counts})"
+    if alt_search.num_converged > search.num_converged:
+        return alt_probe, alt_search, f"non-centred {names} ({counts})"
+    return probe, search, f"none ({counts})"
 
 
 def _interactive() -> bool:

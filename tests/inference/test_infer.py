@@ -236,7 +236,7 @@ def test_missed_mode_is_seen():
     from flowinfer.inference.modes import find_modes
     from flowinfer.inference.stages import Options, Probe
 
-    opts = Options(num_draws=100, num_chains=2, route="auto", flow="iaf",
+    opts = Options(num_draws=100, num_chains=2, route="auto", reparam="auto", flow="iaf",
                    flow_options={"num_layers": 1, "hidden": (8,)}, num_starts=1,
                    max_modes=1, max_vi_steps=100, num_particles=4, lr=5e-3,
                    check_draws=500, khat_threshold=0.7, min_ess=100, warmup=10,
