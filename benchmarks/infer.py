@@ -204,6 +204,7 @@ def run_infer(name: str, num_draws: int, seed: int, quick: bool) -> dict:
            "ess_is": a["ess"], "rhat": a.get("rhat_max"), "ess_bulk": a.get("ess_bulk_min"),
            "checks_passed": a["checks_passed"], "kernel": a.get("kernel"),
            "num_modes": a["num_modes"], "timings": a["timings"],
+           "reparam": a.get("reparam"), "nuts_rounds": a.get("nuts_rounds"),
            "coordinates": names, "coord_mean_err": per_mean.tolist(),
            "coord_log_sd_err": per_sd.tolist()}
     if "share" in extra:
@@ -267,6 +268,8 @@ def table(folder: Path) -> str:
         f, n = rows[model].get("fi.infer", {}), rows[model].get("NUTS", {})
         ess = f.get("ess_bulk") if f.get("route") == "nuts" else f.get("ess_is")
         route = f.get("route", "-") + (f" ({f['kernel']})" if f.get("kernel") else "")
+        if str(f.get("reparam", "")).startswith("non-centred"):
+            route += ", non-centred"
         share = (f"{fmt(f.get('share'))} / {fmt(n.get('share'))} ({fmt(f.get('share_true'))})"
                  if "share_true" in f or "share_true" in n else "")
         lines.append(

@@ -147,7 +147,8 @@ def pilot(log_density: Callable[[Tensor], Tensor], transform: Transform, init: T
 
 def run_chains(log_density: Callable[[Tensor], Tensor], transform: Transform, *,
                inits: Tensor, num_draws: int, warmup: int, progress: bool,
-               nuts_kwargs: dict | None = None, _time_sampling: bool = False) -> ChainResult:
+               nuts_kwargs: dict | None = None, thin: int = 1,
+               _time_sampling: bool = False) -> ChainResult:
     """NUTS on ``z`` with density ``p(T(z)) |det dT/dz|``, one chain per row of ``inits``.
 
     Pyro's NUTS runs on a ``potential_fn``: one evaluation of the model's log density (and
@@ -158,7 +159,8 @@ def run_chains(log_density: Callable[[Tensor], Tensor], transform: Transform, *,
         log_density: the model's log density on the unconstrained latent vector (safe).
         transform: ``z -> (u, log|det du/dz|)``.
         inits: ``(chains, latent_dim)`` starting points in ``z``.
-        num_draws, warmup: per chain.
+        num_draws, warmup: per chain (``num_draws`` kept after thinning).
+        thin: keep every ``thin``-th of ``thin * num_draws`` draws.
 
     Returns:
         The draws mapped to the latent vector ``u`` (not ``z``), chain after chain.
@@ -174,6 +176,7 @@ def run_chains(log_density: Callable[[Tensor], Tensor], transform: Transform, *,
         return torch.where(torch.isnan(value), value.new_full((), math.inf), value)
 
     chains, diverging, step_sizes = [], [], []
+    num_divergent = 0
     stamps: list[float] = []
 
     def hook(kernel: Any, samples: Any, stage: str, i: int) -> None:
@@ -183,20 +186,22 @@ def run_chains(log_density: Callable[[Tensor], Tensor], transform: Transform, *,
         warnings.filterwarnings("ignore", message=".*requires_grad=False")
         for init in inits:
             kernel = NUTS(potential_fn=potential, **(nuts_kwargs or {}))
-            mcmc = MCMC(kernel, num_samples=num_draws, warmup_steps=warmup,
+            mcmc = MCMC(kernel, num_samples=thin * num_draws, warmup_steps=warmup,
                         initial_params={"z": init.detach().clone()},
                         disable_progbar=not progress, hook_fn=hook if _time_sampling else None)
             mcmc.run()
             if _time_sampling:
                 start = stamps[0] if stamps else start
-            flags = torch.zeros(num_draws, dtype=torch.bool)
+            flags = torch.zeros(thin * num_draws, dtype=torch.bool)
             for steps in mcmc.diagnostics().get("divergences", {}).values():
                 flags[torch.as_tensor(steps, dtype=torch.long)] = True
-            diverging.append(flags)
+            # A thinned-out divergence still marks the kept draw that follows it.
+            diverging.append(flags.reshape(num_draws, thin).any(-1))
+            num_divergent += int(flags.sum())
             step_sizes.append(float(kernel.step_size))
-            z = mcmc.get_samples()["z"]
+            z = mcmc.get_samples()["z"][thin - 1::thin]
             with torch.no_grad():
                 chains.append(torch.stack([transform(row)[0] for row in z]))
     div = torch.cat(diverging)
-    return ChainResult(torch.cat(chains), div, int(div.sum()), len(inits),
+    return ChainResult(torch.cat(chains), div, num_divergent, len(inits),
                        time.perf_counter() - start, step_sizes)

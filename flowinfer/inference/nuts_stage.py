@@ -28,7 +28,29 @@ _MIN_COV_ESS = 100.0
 
 
 def nuts_result(probe: Probe, fits: list[GuideFit], check: CheckResult):
-    """NUTS chains for each fit with real weight, combined by the fits' importance shares."""
+    """NUTS chains for each fit with real weight, combined by the fits' importance shares.
+
+    Chains that miss R-hat or ESS run once more from fresh starts with twice the warm-up
+    and twice the draws, thinned by two to the requested number (``attrs["nuts_rounds"]``).
+    """
+    opts = probe.opts
+    idata, info = _nuts_round(probe, fits, check, opts.warmup, 1)
+    if not info["checks_passed"] and opts.warmup > 0:
+        first = (f"R-hat {info['rhat_max']:.3f}, bulk ESS {info['ess_bulk_min']:.0f}, "
+                 f"{info['num_divergences']} divergences after "
+                 f"{opts.warmup} warm-up steps")
+        time_first = info["nuts_time"]
+        idata, info = _nuts_round(probe, fits, check, 2 * opts.warmup, 2)
+        info["nuts_time"] += time_first
+        info["kernel_reason"] += f"; first round {first}, rerun with twice the warm-up"
+        info["nuts_rounds"] = 2
+    else:
+        info["nuts_rounds"] = 1
+    return idata, info
+
+
+def _nuts_round(probe: Probe, fits: list[GuideFit], check: CheckResult, warmup: int,
+                thin: int):
     from flowinfer.inference.escalation import (
         FixedGaussian,
         affine_map,
@@ -105,8 +127,8 @@ def nuts_result(probe: Probe, fits: list[GuideFit], check: CheckResult):
                 inits = torch.randn(c, probe.dim, dtype=u.dtype)
                 transform = guide_map(f.guide, probe.args, probe.kwargs)
             runs.append(run_chains(log_density, transform, inits=inits,
-                                   num_draws=opts.draws_per_chain, warmup=opts.warmup,
-                                   progress=opts.progress))
+                                   num_draws=opts.draws_per_chain, warmup=warmup,
+                                   progress=opts.progress, thin=thin))
         finally:
             for p, g in zip(f.guide.parameters(), frozen, strict=True):
                 p.requires_grad_(g)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions import constraints
@@ -25,10 +26,9 @@ __all__ = ["funnel_sites", "noncentered"]
 
 
 def _base(fn: Any) -> Any:
-    # Independent, Expanded and Masked wrappers keep the loc-scale family underneath;
-    # a TransformedDistribution does not (its support is the transform's).
-    while hasattr(fn, "base_dist") and not isinstance(
-            fn, torch.distributions.TransformedDistribution):
+    # Independent and Expanded wrappers keep the loc-scale family underneath, and
+    # LocScaleReparam unwraps them; a masked or transformed distribution it cannot rewrite.
+    while isinstance(fn, torch.distributions.Independent | dist.ExpandedDistribution):
         fn = fn.base_dist
     return fn
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +82,8 @@ def infer(
        coordinates of a Gaussian with the guide's covariance (``"dense"``: a dense mass
        matrix, cheap steps) or of the flow (``"neutra"``) - chosen by comparing the two as
        importance proposals (``kernel="auto"``). R-hat, bulk/tail ESS and divergences are
-       checked and reported (route ``"nuts"``).
+       checked and reported (route ``"nuts"``); chains that miss them run once more with
+       twice the warm-up and twice the draws, thinned by two.
 
     Args:
         model: a Pyro model with continuous latent sites.
@@ -119,8 +121,8 @@ def infer(
         site and data point), ``observed_data``, ``posterior_predictive`` on request, and
         ``attrs``: ``route``, ``checks_passed``, ``khat``, ``ess``, ``num_modes``,
         ``fit_shares``, ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min``, ``num_divergences``,
-        ``kernel``, ``reparam`` (what was non-centred and why), ``timings`` (seconds per
-        stage, JSON) and ``report`` (the printed text).
+        ``kernel``, ``nuts_rounds``, ``reparam`` (what was non-centred and why), ``timings``
+        (seconds per stage, JSON) and ``report`` (the printed text).
 
     Raises:
         ValueError: discrete latent sites (with what to do instead), bad option values.
@@ -289,8 +291,15 @@ def _noncentred_probe(probe: stages.Probe) -> tuple[stages.Probe, str] | None:
     sites = funnel_sites(probe.model, values, probe.args, probe.kwargs)
     if not sites:
         return None
-    return (stages.Probe(noncentered(probe.model, sites), probe.args, probe.kwargs,
-                         probe.opts), ", ".join(sites))
+    try:
+        alt = stages.Probe(noncentered(probe.model, sites), probe.args, probe.kwargs,
+                           probe.opts)
+    except Exception as err:  # noqa: BLE001 - a rewrite the model does not take: keep it
+        warnings.warn(f"fi.infer: the non-centred form of {', '.join(sites)} failed "
+                      f"({type(err).__name__}: {err}); the model is used as written",
+                      stacklevel=3)
+        return None
+    return alt, ", ".join(sites)
 
 
 def _choose_parameterisation(probe: stages.Probe, search: Any, opts: stages.Options

@@ -306,3 +306,38 @@ def test_default_settings_match_exact_moments_of_a_correlated_gaussian():
     n_eff = 1 / (1 / float(idata.attrs["ess"]) + 1 / draws.shape[0])
     assert ((draws.mean(0) - mean).abs() < 4 * sd / math.sqrt(n_eff)).all()
     assert ((draws.std(0) - sd).abs() < 4 * sd * math.sqrt(0.5 / n_eff)).all()
+
+
+def test_failed_chains_run_once_more_with_twice_the_warmup(monkeypatch):
+    from types import SimpleNamespace
+
+    from flowinfer.inference import nuts_stage
+
+    calls = []
+
+    def fake_round(probe, fits, check, warmup, thin):
+        calls.append((warmup, thin))
+        passed = len(calls) > 1
+        return f"idata{len(calls)}", {"checks_passed": passed, "rhat_max": 1.2,
+                                      "ess_bulk_min": 50.0, "num_divergences": 0,
+                                      "nuts_time": 1.0, "kernel_reason": "dense"}
+
+    monkeypatch.setattr(nuts_stage, "_nuts_round", fake_round)
+    probe = SimpleNamespace(opts=SimpleNamespace(warmup=150))
+    idata, info = nuts_stage.nuts_result(probe, [], None)
+    assert calls == [(150, 1), (300, 2)]
+    assert idata == "idata2" and info["nuts_rounds"] == 2 and info["nuts_time"] == 2.0
+    assert "R-hat 1.200" in info["kernel_reason"]
+
+
+def test_thinned_chains_keep_the_requested_draws():
+    from flowinfer.inference.escalation import affine_map, run_chains
+
+    def log_density(u):
+        return -0.5 * (u**2).sum(-1)
+
+    d = 2
+    run = run_chains(log_density, affine_map(torch.zeros(d), torch.eye(d)),
+                     inits=torch.zeros(2, d), num_draws=30, warmup=20, progress=False,
+                     thin=3)
+    assert run.unconstrained.shape == (60, d) and run.diverging.shape == (60,)

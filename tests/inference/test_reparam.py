@@ -42,9 +42,11 @@ def test_only_sites_whose_scale_is_latent_are_funnel_sites():
         pyro.sample("d", dist.StudentT(3.0, 0.0, s).expand([2]).to_event(1))
         pyro.sample("e", dist.TransformedDistribution(               # not loc-scale
             dist.Normal(0.0, s), [dist.transforms.ExpTransform()]))
+        pyro.sample("m", dist.Normal(0.0, s).mask(False))            # LocScaleReparam can't
 
     values = {"a": torch.tensor(0.1), "b": torch.tensor(0.2), "s": torch.tensor(1.5),
-              "c": torch.tensor(0.3), "d": torch.zeros(2), "e": torch.tensor(1.0)}
+              "c": torch.tensor(0.3), "d": torch.zeros(2), "e": torch.tensor(1.0),
+              "m": torch.tensor(0.0)}
     assert funnel_sites(model, values, (), {}) == {"c": (), "d": ("df",)}
 
 
