@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from collections import deque
 
 import torch
 
@@ -17,6 +19,25 @@ _MAX_RECOVERIES = 5
 # Weight of the newest step in the moving average of the monitored loss (about 50 steps):
 # long enough to average out the Monte Carlo noise of one batch.
 _SMOOTHING = 0.02
+# Until the average holds this much weight (about 35 steps), the latest step counts as the
+# best: an average of a handful of steps is not comparable with later ones.
+_MIN_WEIGHT = 0.5
+# A step's value enters the average clipped to the median of the last _RECENT values
+# +- _CLIP_SDS robust sds (1.4826 MAD): one heavy-tailed estimate (a draw in a guide's far
+# tail, 1e6 among values of 30) must not hold the average up for hundreds of steps and stop
+# the run as "not improving".
+_RECENT = 50
+_CLIP_SDS = 10.0
+
+
+def _clip(value: float, recent: deque[float]) -> float:
+    if len(recent) < 5:
+        return value
+    centre = statistics.median(recent)
+    spread = 1.4826 * statistics.median(abs(r - centre) for r in recent)
+    if spread <= 0:
+        return value
+    return min(max(value, centre - _CLIP_SDS * spread), centre + _CLIP_SDS * spread)
 
 
 def run_sampled(run: Run, steps: int, eval_every: int, on_non_finite: str,
@@ -30,6 +51,7 @@ def run_sampled(run: Run, steps: int, eval_every: int, on_non_finite: str,
     history: dict[str, list[float]] = {"loss": []}
     run.result.history = history
     smoothed = weight_sum = 0.0
+    recent: deque[float] = deque(maxlen=_RECENT)
     was_settled, best_at_window, since_best, recoveries = False, None, 0, 0
     window: list[float] = []
     start = time.perf_counter()
@@ -42,14 +64,18 @@ def run_sampled(run: Run, steps: int, eval_every: int, on_non_finite: str,
             settled = loss_obj.settled if loss_obj is not None else True
             if settled and not was_settled and step > 0:
                 smoothed = weight_sum = 0.0  # the running loss counts settled steps only
+                recent.clear()
             was_settled = settled
             value = run.loss(None)
             loss_value = float(value.detach())
             metrics = loss_obj.metrics() if loss_obj is not None else {}
             watched = metrics.get(monitor, loss_value)
-            # Bias-corrected moving average (the first values are not pulled to zero).
+            # Bias-corrected moving average (the first values are not pulled to zero) of the
+            # value, clipped to a robust band around the recent values.
             if math.isfinite(watched):
-                smoothed = (1 - _SMOOTHING) * smoothed + _SMOOTHING * watched
+                clipped = _clip(watched, recent)
+                recent.append(watched)
+                smoothed = (1 - _SMOOTHING) * smoothed + _SMOOTHING * clipped
                 weight_sum = (1 - _SMOOTHING) * weight_sum + _SMOOTHING
             running = smoothed / weight_sum if weight_sum else math.nan
             history["loss"].append(loss_value)
@@ -78,6 +104,8 @@ def run_sampled(run: Run, steps: int, eval_every: int, on_non_finite: str,
             if run.schedule == "cosine":
                 scheduler.step()
             if settled:
+                if weight_sum < _MIN_WEIGHT:
+                    run.best.loss = math.inf  # until then, the latest step is the best
                 run.best.update(running, step)
             if step % 50 == 0 and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{running if settled else loss_value:.4f}")

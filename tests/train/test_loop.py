@@ -62,6 +62,30 @@ def test_sampled_mode_stops_on_a_plateau_and_keeps_the_best():
     assert abs(float(loss.w.weight) - 1.0) < 0.2
 
 
+class Spiky(Quadratic):
+    """``Quadratic`` whose step 10 returns a heavy-tailed estimate a million times too large."""
+
+    def __init__(self, target: float) -> None:
+        super().__init__(target, noise=0.5)
+        self.calls = 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        value = super().__call__(batch)
+        return value * 1e6 if self.calls == 11 else value
+
+
+def test_one_outlier_does_not_stop_the_run_at_its_first_steps():
+    # Regression: the unclipped spike held the moving average above its step-8 value for
+    # 200 steps, so the run stopped at step 249 and restored step 8's parameters.
+    torch.manual_seed(0)
+    loss = Spiky(3.0)
+    result = fit(loss, steps=3000, lr=0.01, schedule=None, patience=4, eval_every=50,
+                 progress_bar=False)
+    assert result.best_epoch > 300, result.message
+    assert abs(float(loss.w.weight) - 3.0) < 0.2
+
+
 def test_minibatch_mode_trains_several_modules_with_validation():
     torch.manual_seed(0)
     x = torch.randn(400, 2)
