@@ -197,7 +197,8 @@ def _run(model: Callable, args: tuple, kwargs: dict, opts: stages.Options) -> di
 
     t = time.perf_counter()
     probe = stages.Probe(model, args, kwargs, opts)
-    search = probe.search_modes()
+    # reparam="noncentered" searches the rewritten model only.
+    search = probe.search_modes() if opts.reparam != "noncentered" else None
     probe, search, info["reparam"] = _choose_parameterisation(probe, search, opts)
     timings["modes"] = time.perf_counter() - t
     info["mode_search"] = _describe(search)
@@ -302,7 +303,7 @@ def _noncentred_probe(probe: stages.Probe) -> tuple[stages.Probe, str] | None:
     return alt, ", ".join(sites)
 
 
-def _choose_parameterisation(probe: stages.Probe, search: Any, opts: stages.Options
+def _choose_parameterisation(probe: stages.Probe, search: Any | None, opts: stages.Options
                              ) -> tuple[stages.Probe, Any, str]:
     """The centred model, or its non-centred form when that gives the density proper modes."""
     if opts.reparam == "none":
@@ -311,13 +312,14 @@ def _choose_parameterisation(probe: stages.Probe, search: Any, opts: stages.Opti
         return probe, search, "none (every start found a mode)"
     alt = _noncentred_probe(probe)
     if alt is None:
+        search = probe.search_modes() if search is None else search
         return probe, search, "none (no latent scale depends on another latent)"
     alt_probe, names = alt
     alt_search = alt_probe.search_modes()
+    if search is None:
+        return alt_probe, alt_search, f"non-centred {names} (reparam='noncentered')"
     counts = (f"{search.num_converged} of {search.num_starts} starts found a mode centred, "
               f"{alt_search.num_converged} of {alt_search.num_starts} non-centred")
-    if opts.reparam == "noncentered":
-        return alt_probe, alt_search, f"non-centred {names} (reparam='noncentered'; {counts})"
     if alt_search.num_converged > search.num_converged:
         return alt_probe, alt_search, f"non-centred {names} ({counts})"
     return probe, search, f"none ({counts})"
