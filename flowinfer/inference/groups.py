@@ -17,6 +17,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer import Predictive
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
 from flowinfer.inference.sites import is_deterministic
@@ -44,7 +45,7 @@ def model_sites(model: Callable, args: tuple, kwargs: dict, values: dict[str, Te
         trace = poutine.trace(run).get_trace(*args, **kwargs)
     latent, deterministic, observed = {}, [], {}
     for name, site in trace.nodes.items():
-        if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
+        if site["type"] != "sample" or site_is_subsample(site):
             continue
         if is_deterministic(site):
             deterministic.append(name)

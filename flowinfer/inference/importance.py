@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from pyro import poutine
 from pyro.infer.importance import vectorized_importance_weights
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
 from flowinfer.checks import check_int
@@ -129,5 +130,5 @@ def _sample_names(trace: Any) -> set[str]:
     return {
         name
         for name, site in trace.nodes.items()
-        if site["type"] == "sample" and type(site["fn"]).__name__ != "_Subsample"
+        if site["type"] == "sample" and not site_is_subsample(site)
     }

@@ -9,7 +9,10 @@ Separated modes do not mix within a chain, so each mode's chains are pooled by i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,60 +30,87 @@ _MIN_SHARE = 0.05
 _MIN_COV_ESS = 100.0
 
 
+@dataclass
+class _Plan:
+    """One fit's NUTS set-up: its draws' weighted Gaussian, the kernel and the chains."""
+
+    fit: GuideFit
+    u: Tensor
+    w: Tensor
+    mean: Tensor
+    tril: Tensor
+    kernel: str
+    reason: str
+    chains: int
+
+
+@contextmanager
+def _frozen(guide: Any) -> Iterator[None]:
+    """NUTS and the pilots must not push gradients into the guide's parameters."""
+    flags = [p.requires_grad for p in guide.parameters()]
+    guide.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(guide.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
 def nuts_result(probe: Probe, fits: list[GuideFit], check: CheckResult):
     """NUTS chains for each fit with real weight, combined by the fits' importance shares.
 
     Chains that miss R-hat or ESS run once more from fresh starts with twice the warm-up
-    and twice the draws, thinned by two to the requested number (``attrs["nuts_rounds"]``).
+    and twice the draws, thinned by two to the requested number (``attrs["nuts_rounds"]``);
+    the kernels chosen for the first round serve the second.
     """
     opts = probe.opts
-    idata, info = _nuts_round(probe, fits, check, opts.warmup, 1)
-    if not info["checks_passed"] and opts.warmup > 0:
-        first = (f"R-hat {info['rhat_max']:.3f}, bulk ESS {info['ess_bulk_min']:.0f}, "
-                 f"{info['num_divergences']} divergences after "
-                 f"{opts.warmup} warm-up steps")
-        time_first = info["nuts_time"]
-        idata, info = _nuts_round(probe, fits, check, 2 * opts.warmup, 2)
-        info["nuts_time"] += time_first
-        info["kernel_reason"] += f"; first round {first}, rerun with twice the warm-up"
-        info["nuts_rounds"] = 2
-    else:
-        info["nuts_rounds"] = 1
-    return idata, info
-
-
-def _nuts_round(probe: Probe, fits: list[GuideFit], check: CheckResult, warmup: int,
-                thin: int):
-    from flowinfer.inference.escalation import (
-        FixedGaussian,
-        affine_map,
-        choose_kernel,
-        guide_map,
-        run_chains,
-    )
-
-    opts = probe.opts
-    k_total = len(fits)
-    shares = check.mode_shares or [1.0]
-    chains_per = [opts.num_chains] if k_total == 1 else [
-        max(2, opts.num_chains // k_total)] * k_total
     potential = probe.guide._potential(probe.args, probe.kwargs)
 
     def log_density(u: Tensor) -> Tensor:
         return potential.log_prob(u, safe=True)
 
+    plans, shares = _plans(probe, fits, check, log_density)
+    runs = _run_plans(probe, plans, log_density, opts.warmup, 1)
+    draws, info = _combine(probe, runs, shares)
+    info["nuts_rounds"] = 1
+    if not info["checks_passed"] and opts.warmup > 0:
+        first = (f"R-hat {info['rhat_max']:.3f}, bulk ESS {info['ess_bulk_min']:.0f}, "
+                 f"{info['num_divergences']} divergences after {opts.warmup} warm-up steps")
+        time_first = info["nuts_time"]
+        runs = _run_plans(probe, plans, log_density, 2 * opts.warmup, 2)
+        draws, info = _combine(probe, runs, shares)
+        info["nuts_time"] += time_first
+        info["nuts_rounds"] = 2
+    kernels = [plan.kernel for plan in plans]
+    info["kernel"] = kernels[0] if len(set(kernels)) == 1 else ",".join(kernels)
+    info["kernel_reason"] = plans[0].reason + (
+        f"; first round {first}, rerun with twice the warm-up" if info["nuts_rounds"] == 2
+        else "")
+    u, diverging, num_chains = draws
+    idata = build_inference_data(probe.model, probe.args, probe.kwargs, probe.constrained(u),
+                                 num_chains, sample_stats={"diverging": diverging},
+                                 predictive=opts.posterior_predictive)
+    return idata, info
+
+
+def _plans(probe: Probe, fits: list[GuideFit], check: CheckResult, log_density: Callable
+           ) -> tuple[list[_Plan], list[float]]:
+    """The fits that get chains, each with its preconditioner and kernel, and their shares."""
+    from flowinfer.inference.escalation import FixedGaussian, choose_kernel
+
+    opts = probe.opts
+    k_total = len(fits)
+    shares = check.mode_shares or [1.0]
     w_all = torch.softmax(check.log_weights, 0)
     # Fits whose draws carry almost no weight (a funnel's neck, a fit that failed)
     # get no chains; the others keep their share.
     keep = [k for k in range(k_total) if shares[k] >= _MIN_SHARE] or [
         int(np.argmax(shares))]
-    if len(keep) < k_total:
-        total = sum(shares[k] for k in keep)
-        shares = [shares[k] / total for k in keep]
-        chains_per = [opts.num_chains] if len(keep) == 1 else [
-            max(2, opts.num_chains // len(keep))] * len(keep)
-    runs, kernels, reasons = [], [], []
-    for j, k in enumerate(keep):
+    total = sum(shares[k] for k in keep)
+    shares = [shares[k] / total for k in keep]
+    chains = opts.num_chains if len(keep) == 1 else max(2, opts.num_chains // len(keep))
+    plans = []
+    for k in keep:
         f = fits[k]
         mine = check.component == k
         u, w = check.unconstrained[mine], w_all[mine]
@@ -112,27 +142,32 @@ def _nuts_round(probe: Probe, fits: list[GuideFit], check: CheckResult, warmup: 
                                            g.ess)
             if kernel == "neutra":
                 kernel, reason = _pilot(probe, log_density, f, u, w, mean, tril, reason)
-        kernels.append(kernel)
-        reasons.append(reason)
-        c = chains_per[j]
-        frozen = [p.requires_grad for p in f.guide.parameters()]
-        f.guide.requires_grad_(False)  # NUTS must not push gradients into the guide
-        try:
-            if kernel == "dense":
-                pick = torch.multinomial(w.double(), c, replacement=True)
+        plans.append(_Plan(f, u, w, mean, tril, kernel, reason, chains))
+    return plans, shares
+
+
+def _run_plans(probe: Probe, plans: list[_Plan], log_density: Callable, warmup: int,
+               thin: int) -> list:
+    """One round of chains for every plan."""
+    from flowinfer.inference.escalation import affine_map, guide_map, run_chains
+
+    opts = probe.opts
+    runs = []
+    for plan in plans:
+        with _frozen(plan.fit.guide):
+            if plan.kernel == "dense":
+                pick = torch.multinomial(plan.w.double(), plan.chains, replacement=True)
                 inits = torch.linalg.solve_triangular(
-                    tril, (u[pick] - mean).T, upper=False).T
-                transform = affine_map(mean, tril)
+                    plan.tril, (plan.u[pick] - plan.mean).T, upper=False).T
+                transform = affine_map(plan.mean, plan.tril)
             else:
-                inits = torch.randn(c, probe.dim, dtype=u.dtype)
-                transform = guide_map(f.guide, probe.args, probe.kwargs)
+                inits = torch.randn(plan.chains, probe.dim, dtype=plan.u.dtype)
+                transform = guide_map(plan.fit.guide, probe.args, probe.kwargs)
             runs.append(run_chains(log_density, transform, inits=inits,
                                    num_draws=opts.draws_per_chain, warmup=warmup,
                                    progress=opts.progress, thin=thin))
-        finally:
-            for p, g in zip(f.guide.parameters(), frozen, strict=True):
-                p.requires_grad_(g)
-    return _combine(probe, runs, shares, kernels, reasons)
+    return runs
+
 
 def _pilot(probe: Probe, log_density: Callable, fit_: GuideFit, u: Tensor, w: Tensor,
            mean: Tensor, tril: Tensor, why: str) -> tuple[str, str]:
@@ -141,15 +176,10 @@ def _pilot(probe: Probe, log_density: Callable, fit_: GuideFit, u: Tensor, w: Te
 
     pick = torch.multinomial(w.double(), 1)
     z_dense = torch.linalg.solve_triangular(tril, (u[pick] - mean).T, upper=False).T[0]
-    frozen = [p.requires_grad for p in fit_.guide.parameters()]
-    fit_.guide.requires_grad_(False)
-    try:
+    with _frozen(fit_.guide):
         dense = pilot(log_density, affine_map(mean, tril), z_dense)
         neutra = pilot(log_density, guide_map(fit_.guide, probe.args, probe.kwargs),
                        torch.randn(probe.dim, dtype=u.dtype))
-    finally:
-        for p, g in zip(fit_.guide.parameters(), frozen, strict=True):
-            p.requires_grad_(g)
     # A divergence in the pilot says the kernel cannot follow the geometry at all.
     cost = {name: t * (10.0 if div else 1.0) for name, (t, div) in
             (("dense", dense), ("neutra", neutra))}
@@ -159,8 +189,8 @@ def _pilot(probe: Probe, log_density: Callable, fit_: GuideFit, u: Tensor, w: Te
                     f"({neutra[1]} divergences): {chosen} is cheaper")
 
 
-def _combine(probe: Probe, runs: list, shares: list[float], kernels: list[str],
-             reasons: list[str]):
+def _combine(probe: Probe, runs: list, shares: list[float]) -> tuple[tuple, dict]:
+    """``(draws, diverging, chains)`` pooled over the runs, and their convergence checks."""
     import arviz as az
 
     opts = probe.opts
@@ -196,16 +226,12 @@ def _combine(probe: Probe, runs: list, shares: list[float], kernels: list[str],
     ess_tail = (sum(tails) if len(runs) > 1 else tails[0]) if tails else math.nan
     divergences = sum(r.num_divergences for r in runs)
     passed = rhat < 1.01 and ess_bulk >= opts.min_ess and ess_tail >= opts.min_ess
-    idata = build_inference_data(probe.model, probe.args, probe.kwargs, probe.constrained(u),
-                                 num_chains, sample_stats={"diverging": diverging},
-                                 predictive=opts.posterior_predictive)
-    info = {"kernel": kernels[0] if len(set(kernels)) == 1 else ",".join(kernels),
-            "kernel_reason": reasons[0], "rhat_max": rhat, "ess_bulk_min": ess_bulk,
+    info = {"rhat_max": rhat, "ess_bulk_min": ess_bulk,
             "ess_tail_min": ess_tail, "num_divergences": divergences,
             "checks_passed": bool(passed and divergences == 0),
             "nuts_time": sum(r.wall_time for r in runs),
             "step_sizes": [s for r in runs for s in r.step_sizes]}
-    return idata, info
+    return (u, diverging, num_chains), info
 
 
 def _shares_to_counts(shares: list[float], total: int) -> list[int]:

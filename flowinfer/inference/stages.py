@@ -16,6 +16,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_value
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 from torch.distributions import biject_to
 
@@ -72,7 +73,7 @@ def check_model(model: Callable, args: tuple, kwargs: dict) -> None:
         raise TypeError(f"calling the model with the given arguments failed: {e}") from e
     latent = [(name, site) for name, site in trace.iter_stochastic_nodes()
               if not site["infer"].get("is_auxiliary", False)
-              and type(site["fn"]).__name__ != "_Subsample"]
+              and not site_is_subsample(site)]
     discrete = [name for name, site in latent
                 if getattr(site["fn"].support, "is_discrete", False)]
     if discrete:
@@ -227,9 +228,6 @@ class Probe:
 
     # ------------------------------------------------------------------ stage 2
     def fit_guides(self, search: ModeSearch) -> list[GuideFit]:
-        from flowinfer.inference.elbo import ELBOLoss
-        from flowinfer.train import fit
-
         opts = self.opts
         locs = [m.loc for m in search.modes] or [
             search.best_point if search.best_point is not None else self.guide.loc.detach()]
@@ -240,12 +238,8 @@ class Probe:
                              init_loc_fn=init_to_value(values=values,
                                                        fallback=init_to_median_or_zero),
                              warm_start="laplace", **opts.flow_options)
-            loss = ELBOLoss(self.model, guide, self.args, self.kwargs,
-                                   opts.num_particles)
-            result = fit(loss, steps=opts.max_vi_steps, lr=opts.lr, schedule="plateau",
-                         eval_every=_WINDOW, patience=4, on_non_finite="recover",
-                         clip_grad=10.0, progress_bar=opts.progress,
-                         callback=PlateauTest(), desc=f"flow VI (mode {k + 1}/{len(locs)})")
+            result = self._train(guide, opts.num_particles, opts.lr, _MIN_STEPS,
+                                 f"flow VI (mode {k + 1}/{len(locs)})")
             warm = (guide.warm_start_info or {}).get("chosen", "none")
             summary = (f"mode {k + 1}: {len(result.history['loss'])} steps "
                        f"({result.stop_reason}), -ELBO {result.best_loss:.3f}, "
@@ -262,23 +256,27 @@ class Probe:
         lets the flow find the mass; pooled with the others, the importance weights decide
         how much each fit's draws count.
         """
-        from flowinfer.inference.elbo import ELBOLoss
-        from flowinfer.train import fit
-
         opts = self.opts
         guide = AutoFlow(self.model, flow=opts.flow, init_loc_fn=init_to_median_or_zero,
                          init_scale=1.0, warm_start=None, **opts.flow_options)
         # Reached only when the first fits failed the checks: a harder posterior, so twice
         # the particles and a longer minimum run before the plateau test may stop it.
-        loss = ELBOLoss(self.model, guide, self.args, self.kwargs, 2 * opts.num_particles)
-        result = fit(loss, steps=opts.max_vi_steps, lr=2 * opts.lr, schedule="plateau",
-                     eval_every=_WINDOW, patience=4, on_non_finite="recover", clip_grad=10.0,
-                     progress_bar=opts.progress,
-                     callback=PlateauTest(min_steps=min(opts.max_vi_steps, 2 * _MIN_STEPS)),
-                     desc="flow VI (broad start)")
+        result = self._train(guide, 2 * opts.num_particles, 2 * opts.lr,
+                             min(opts.max_vi_steps, 2 * _MIN_STEPS), "flow VI (broad start)")
         summary = (f"broad start: {len(result.history['loss'])} steps ({result.stop_reason}), "
                    f"-ELBO {result.best_loss:.3f}, {result.wall_time:.1f} s")
         return GuideFit(guide, result, summary)
+
+    def _train(self, guide: AutoFlow, particles: int, lr: float, min_steps: int, desc: str):
+        """Flow VI through the generic loop: plateau-stopped, recovering from bad steps."""
+        from flowinfer.inference.elbo import ELBOLoss
+        from flowinfer.train import fit
+
+        loss = ELBOLoss(self.model, guide, self.args, self.kwargs, particles)
+        return fit(loss, steps=self.opts.max_vi_steps, lr=lr, schedule="plateau",
+                   eval_every=_WINDOW, patience=4, on_non_finite="recover", clip_grad=10.0,
+                   progress_bar=self.opts.progress, callback=PlateauTest(min_steps=min_steps),
+                   desc=desc)
 
     # ------------------------------------------------------------------ stage 3
     @torch.no_grad()
@@ -315,7 +313,6 @@ class Probe:
         component = torch.cat(comps)
         posterior = {n: torch.cat([p[n] for p in posts]) for n in posts[0]}
         lw = torch.cat(lws)
-        log_mix = None
         if k_total > 1:
             # Balance heuristic: the pooled draws come from the mixture sum_k q_k / K.
             log_q = self._log_q(fits, u).double()

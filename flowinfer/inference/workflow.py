@@ -199,31 +199,31 @@ def _run(model: Callable, args: tuple, kwargs: dict, opts: stages.Options) -> di
     probe = stages.Probe(model, args, kwargs, opts)
     # reparam="noncentered" searches the rewritten model only.
     search = probe.search_modes() if opts.reparam != "noncentered" else None
-    probe, search, info["reparam"] = _choose_parameterisation(probe, search, opts)
+    alt = _Alternative(probe)
+    probe, search, info["reparam"] = _choose_parameterisation(probe, search, alt, opts)
     timings["modes"] = time.perf_counter() - t
     info["mode_search"] = _describe(search)
 
     fits, check = _fit_and_check(probe, search, info, timings)
-    if not check.passed and opts.reparam == "auto" and info["reparam"].startswith("none"):
+    if (not check.passed and opts.reparam == "auto" and info["reparam"].startswith("none")
+            and alt.probe is not None):
         # A funnel with a proper mode (its neck, e.g. Neal's funnel at x = 0) passes the
         # mode search, and the centred fit then fails its checks: try the non-centred form.
-        alt = _noncentred_probe(probe)
-        if alt is not None:
-            alt_probe, names = alt
-            t = time.perf_counter()
-            alt_search = alt_probe.search_modes()
-            timings["modes"] += time.perf_counter() - t
-            alt_info: dict[str, Any] = {}
-            alt_fits, alt_check = _fit_and_check(alt_probe, alt_search, alt_info, timings)
-            verdict = (f"the centred fit failed its checks (k-hat {check.khat:.2f}, ESS "
-                       f"{check.ess:.0f}); non-centred: k-hat {alt_check.khat:.2f}, ESS "
-                       f"{alt_check.ess:.0f}")
-            if alt_check.passed or alt_check.khat < check.khat:
-                probe, search, fits, check = alt_probe, alt_search, alt_fits, alt_check
-                info.update(alt_info, reparam=f"non-centred {names} ({verdict})")
-                info["mode_search"] = _describe(search)
-            else:
-                info["reparam"] = f"none ({verdict})"
+        alt_probe, names = alt.probe, alt.names
+        t = time.perf_counter()
+        alt_search = alt.search_modes()
+        timings["modes"] += time.perf_counter() - t
+        alt_info: dict[str, Any] = {}
+        alt_fits, alt_check = _fit_and_check(alt_probe, alt_search, alt_info, timings)
+        verdict = (f"the centred fit failed its checks (k-hat {check.khat:.2f}, ESS "
+                   f"{check.ess:.0f}); non-centred: k-hat {alt_check.khat:.2f}, ESS "
+                   f"{alt_check.ess:.0f}")
+        if alt_check.passed or alt_check.khat < check.khat:
+            probe, search, fits, check = alt_probe, alt_search, alt_fits, alt_check
+            info.update(alt_info, reparam=f"non-centred {names} ({verdict})")
+            info["mode_search"] = _describe(search)
+        else:
+            info["reparam"] = f"none ({verdict})"
 
     if not check.passed:
         info["first_check"] = (f"k-hat {check.khat:.2f}, importance ESS {check.ess:.0f}"
@@ -243,8 +243,7 @@ def _run(model: Callable, args: tuple, kwargs: dict, opts: stages.Options) -> di
                     if share >= _NEGLIGIBLE]
             check = probe.check(fits, search, second_look=True)
         timings["checks"] += time.perf_counter() - t
-        info.update(khat=check.khat, ess=check.ess, missed_mass=check.missed_mass,
-                    vi_checks_passed=check.passed, fit_shares=check.mode_shares)
+        _record_check(info, check)
 
     info["num_modes"] = len(search.modes)
     escalate = opts.route == "nuts" or (opts.route == "auto" and not check.passed)
@@ -279,43 +278,72 @@ def _fit_and_check(probe: stages.Probe, search: Any, info: dict, timings: dict
     t = time.perf_counter()
     check = probe.check(fits, search)
     timings["checks"] = timings.get("checks", 0.0) + time.perf_counter() - t
-    info.update(khat=check.khat, ess=check.ess, missed_mass=check.missed_mass,
-                vi_checks_passed=check.passed, fit_shares=check.mode_shares)
+    _record_check(info, check)
     return fits, check
 
 
-def _noncentred_probe(probe: stages.Probe) -> tuple[stages.Probe, str] | None:
-    """A probe of the non-centred model, or ``None`` when no latent scale is latent."""
-    from flowinfer.inference.reparam import funnel_sites, noncentered
-
-    values = {name: site["value"] for name, site in probe.sites}
-    sites = funnel_sites(probe.model, values, probe.args, probe.kwargs)
-    if not sites:
-        return None
-    try:
-        alt = stages.Probe(noncentered(probe.model, sites), probe.args, probe.kwargs,
-                           probe.opts)
-    except Exception as err:  # noqa: BLE001 - a rewrite the model does not take: keep it
-        warnings.warn(f"fi.infer: the non-centred form of {', '.join(sites)} failed "
-                      f"({type(err).__name__}: {err}); the model is used as written",
-                      stacklevel=3)
-        return None
-    return alt, ", ".join(sites)
+def _record_check(info: dict, check: Any) -> None:
+    info.update(khat=check.khat, ess=check.ess, missed_mass=check.missed_mass,
+                vi_checks_passed=check.passed, fit_shares=check.mode_shares)
 
 
-def _choose_parameterisation(probe: stages.Probe, search: Any | None, opts: stages.Options
-                             ) -> tuple[stages.Probe, Any, str]:
+class _Alternative:
+    """The non-centred form of a probe's model, built and searched at most once.
+
+    ``probe`` is ``None`` when no latent scale depends on another latent, or when the
+    model does not take the rewrite.
+    """
+
+    def __init__(self, centred: stages.Probe) -> None:
+        self._centred = centred
+        self._built = False
+        self._probe: stages.Probe | None = None
+        self._search: Any = None
+        self.names = ""
+
+    @property
+    def probe(self) -> stages.Probe | None:
+        if not self._built:
+            self._built = True
+            self._probe = self._build()
+        return self._probe
+
+    def search_modes(self) -> Any:
+        if self._search is None:
+            self._search = self.probe.search_modes()
+        return self._search
+
+    def _build(self) -> stages.Probe | None:
+        from flowinfer.inference.reparam import funnel_sites, noncentered
+
+        centred = self._centred
+        values = {name: site["value"] for name, site in centred.sites}
+        sites = funnel_sites(centred.model, values, centred.args, centred.kwargs)
+        if not sites:
+            return None
+        self.names = ", ".join(sites)
+        try:
+            return stages.Probe(noncentered(centred.model, sites), centred.args,
+                                centred.kwargs, centred.opts)
+        except Exception as err:  # noqa: BLE001 - a rewrite the model does not take
+            warnings.warn(f"fi.infer: the non-centred form of {self.names} failed "
+                          f"({type(err).__name__}: {err}); the model is used as written",
+                          stacklevel=4)
+            return None
+
+
+def _choose_parameterisation(probe: stages.Probe, search: Any | None, alt: _Alternative,
+                             opts: stages.Options) -> tuple[stages.Probe, Any, str]:
     """The centred model, or its non-centred form when that gives the density proper modes."""
     if opts.reparam == "none":
         return probe, search, "none (reparam='none')"
     if opts.reparam == "auto" and not search.unbounded:
         return probe, search, "none (every start found a mode)"
-    alt = _noncentred_probe(probe)
-    if alt is None:
+    if alt.probe is None:
         search = probe.search_modes() if search is None else search
         return probe, search, "none (no latent scale depends on another latent)"
-    alt_probe, names = alt
-    alt_search = alt_probe.search_modes()
+    alt_probe, names = alt.probe, alt.names
+    alt_search = alt.search_modes()
     if search is None:
         return alt_probe, alt_search, f"non-centred {names} (reparam='noncentered')"
     counts = (f"{search.num_converged} of {search.num_starts} starts found a mode centred, "

@@ -313,21 +313,34 @@ def test_failed_chains_run_once_more_with_twice_the_warmup(monkeypatch):
 
     from flowinfer.inference import nuts_stage
 
-    calls = []
+    calls, built = [], []
+    plan = SimpleNamespace(kernel="dense", reason="dense")
 
-    def fake_round(probe, fits, check, warmup, thin):
+    def fake_run(probe, plans, log_density, warmup, thin):
         calls.append((warmup, thin))
-        passed = len(calls) > 1
-        return f"idata{len(calls)}", {"checks_passed": passed, "rhat_max": 1.2,
-                                      "ess_bulk_min": 50.0, "num_divergences": 0,
-                                      "nuts_time": 1.0, "kernel_reason": "dense"}
+        return f"runs{len(calls)}"
 
-    monkeypatch.setattr(nuts_stage, "_nuts_round", fake_round)
-    probe = SimpleNamespace(opts=SimpleNamespace(warmup=150))
+    def fake_combine(probe, runs, shares):
+        passed = runs == "runs2"
+        return (f"draws-{runs}", None, 4), {"checks_passed": passed, "rhat_max": 1.2,
+                                            "ess_bulk_min": 50.0, "num_divergences": 0,
+                                            "nuts_time": 1.0}
+
+    monkeypatch.setattr(nuts_stage, "_plans", lambda *a: ([plan], [1.0]))
+    monkeypatch.setattr(nuts_stage, "_run_plans", fake_run)
+    monkeypatch.setattr(nuts_stage, "_combine", fake_combine)
+    monkeypatch.setattr(nuts_stage, "build_inference_data",
+                        lambda model, args, kwargs, posterior, *a, **k: built.append(
+                            posterior) or "idata")
+    probe = SimpleNamespace(opts=SimpleNamespace(warmup=150, posterior_predictive=False),
+                            guide=SimpleNamespace(_potential=lambda a, k: None),
+                            args=(), kwargs={}, model=None, constrained=lambda u: u)
     idata, info = nuts_stage.nuts_result(probe, [], None)
     assert calls == [(150, 1), (300, 2)]
-    assert idata == "idata2" and info["nuts_rounds"] == 2 and info["nuts_time"] == 2.0
-    assert "R-hat 1.200" in info["kernel_reason"]
+    # The InferenceData is built once, from the second round's draws.
+    assert idata == "idata" and built == ["draws-runs2"]
+    assert info["nuts_rounds"] == 2 and info["nuts_time"] == 2.0
+    assert "R-hat 1.200" in info["kernel_reason"] and info["kernel"] == "dense"
 
 
 def test_thinned_chains_keep_the_requested_draws():
