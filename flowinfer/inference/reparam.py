@@ -95,6 +95,15 @@ def noncentered(model: Callable, sites: dict[str, tuple[str, ...]]) -> Callable:
     Returns:
         The reparameterised model (``poutine.reparam`` with ``LocScaleReparam(0)``).
 
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> def model():
+        ...     tau = pyro.sample("tau", dist.HalfNormal(1.0))
+        ...     pyro.sample("theta", dist.Normal(0.0, tau))
+        >>> trace = pyro.poutine.trace(noncentered(model, {"theta": ()})).get_trace()
+        >>> [n for n, s in trace.nodes.items() if s["type"] == "sample"]
+        ['tau', 'theta_decentered', 'theta']
+
     References:
         Papaspiliopoulos, Roberts & Skold (2007), "A General Framework for the
         Parametrization of Hierarchical Models", Statistical Science. Gorinova, Moore &

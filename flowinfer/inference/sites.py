@@ -32,6 +32,14 @@ def is_deterministic(site: dict) -> bool:
 
     ``poutine.reparam`` leaves the original site in the trace as an observed ``Delta`` whose
     log density is masked out: a value computed from the new latent sites, not data.
+
+    Example:
+        >>> import torch, pyro
+        >>> def model():
+        ...     pyro.deterministic("d", torch.zeros(()))
+        >>> site = pyro.poutine.trace(model).get_trace().nodes["d"]
+        >>> is_deterministic(site)
+        True
     """
     if site["infer"].get("_deterministic", False):
         return True
