@@ -198,6 +198,7 @@ def run_npe(task, budget, observations, seed, out, sbc_budget, quick, variant):
               "simulation_s": npe.timings["simulation"], "training_s": npe.timings["training"],
               "epochs": len(npe.results[-1].history["train_loss"]),
               "vectorized": npe.simulations.vectorized,
+              "embedding": (npe.selection or {}).get("chosen", npe.embedding_kind),
               "dropped": npe.simulations.num_nonfinite + npe.simulations.num_failed,
               "per_observation": []}
     for k in observations:

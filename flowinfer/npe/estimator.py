@@ -39,24 +39,24 @@ from torch import Tensor, nn
 from flowinfer.checks import check_choice, check_int
 from flowinfer.npe.checkpoint import npe_record, rebuild_npe
 from flowinfer.npe.chunks import make_spec
-from flowinfer.npe.embeddings import check_embedding, make_embedding
 from flowinfer.npe.loss import NPELoss
 from flowinfer.npe.options import (
+    DEFAULT_FLOW,
     DEFAULT_TRAINING,
     auto_batch,
     given_simulations,
+    posterior_flow_options,
     round_budgets,
     training_options,
 )
+from flowinfer.npe.selection import Candidate, embedding_candidates, select_embedding
 from flowinfer.npe.simulate import Simulations, simulate
 from flowinfer.npe.sites import inspect_model
 from flowinfer.npe.standardize import Standardizer
-from flowinfer.registry import build_flow, get_flow_spec
+from flowinfer.registry import build_flow
 
 __all__ = ["NPE", "DEFAULT_FLOW", "DEFAULT_TRAINING"]
 
-#: The posterior flow's defaults (see docs/npe.md for the measurements behind them).
-DEFAULT_FLOW = {"name": "nsf", "num_layers": 5, "hidden": (64, 64), "bins": 8}
 _CONSTANT = ("error", "keep")
 
 
@@ -71,11 +71,15 @@ class NPE:
         flow: a registered flow name (default ``"nsf"``, coupling neural spline flow).
         flow_options: hyper-parameters of the flow (default ``num_layers=5, hidden=(64, 64),
             bins=8``).
-        embedding: ``"mlp"`` (default), ``"deepset"`` (i.i.d. trials), ``"conv"`` or
-            ``"gru"`` (time series), ``"identity"``, or any ``nn.Module`` mapping
-            ``(batch, *data_shape)`` to ``(batch, k)``. With several observed sites the
-            data are flattened and concatenated first.
-        embedding_options: keyword arguments of the named embedding.
+        embedding: ``"auto"`` (default: an MLP that passes the data on beside its
+            features and one that does not are both trained on the same split, and the one
+            with the lower validation loss is kept, see ``npe.selection``), ``"mlp"``,
+            ``"deepset"`` (i.i.d. trials), ``"conv"`` or ``"gru"`` (time series),
+            ``"identity"``, or any ``nn.Module`` mapping ``(batch, *data_shape)`` to
+            ``(batch, k)``. With several observed sites the data are flattened and
+            concatenated first.
+        embedding_options: keyword arguments of the named embedding (of both MLPs for
+            ``"auto"``; ``skip`` there picks one).
         constant_data: ``"error"`` (default) raises when a data column is the same in every
             simulation; ``"keep"`` leaves such columns unscaled.
 
@@ -94,7 +98,7 @@ class NPE:
         model_kwargs: dict | None = None,
         flow: str = "nsf",
         flow_options: dict | None = None,
-        embedding: str | nn.Module = "mlp",
+        embedding: str | nn.Module = "auto",
         embedding_options: dict | None = None,
         constant_data: str = "error",
     ) -> None:
@@ -110,20 +114,12 @@ class NPE:
         names = self.info.observed_names
         self.data_shape = (tuple(self.info.observed_shapes[names[0]]) if len(names) == 1
                            else (self.info.data_dim,))
-        self.embedding, self.embedding_kind, self.embedding_options = make_embedding(
-            embedding, embedding_options, self.data_shape)
-        context_dim = check_embedding(self.embedding, self.data_shape)
-        if not isinstance(flow, str):
-            raise TypeError(f"flow must be a registered flow name, got {type(flow).__name__}")
-        spec = get_flow_spec(flow)
-        if not spec.supports_context or not spec.has_inverse:
-            raise ValueError(f"flow {flow!r} cannot be an NPE posterior: it needs a context "
-                             "and an analytic inverse (e.g. 'nsf', 'maf', 'realnvp', 'nsf-ar')")
-        options = dict(flow_options or {})
-        if flow == DEFAULT_FLOW["name"]:
-            options = {**{k: v for k, v in DEFAULT_FLOW.items() if k != "name"}, **options}
-        self.flow = build_flow(flow, dim=self.info.latent_dim, context_dim=context_dim,
-                               **options)
+        options = posterior_flow_options(flow, flow_options)
+        self._candidates = embedding_candidates(
+            embedding, embedding_options, self.data_shape,
+            lambda k: build_flow(flow, dim=self.info.latent_dim, context_dim=k, **options))
+        self._use(self._candidates[0])
+        self.selection: dict[str, Any] | None = None
         self.theta_standardizer: Standardizer | None = None
         self.x_standardizer: Standardizer | None = None
         self.simulations: Simulations | None = None
@@ -257,7 +253,16 @@ class NPE:
             result = self._train(sims, train, seed + r, progress)
         return result
 
+    def _use(self, candidate: Candidate) -> None:
+        self.embedding, self.flow = candidate.embedding, candidate.flow
+        self.embedding_kind, self.embedding_options = candidate.kind, candidate.options
+
     def _train(self, sims: Simulations, train: dict, seed: int, progress: bool | None):
+        if len(self._candidates) > 1:
+            return select_embedding(self, lambda: self._train_one(sims, train, seed, progress))
+        return self._train_one(sims, train, seed, progress)
+
+    def _train_one(self, sims: Simulations, train: dict, seed: int, progress: bool | None):
         from flowinfer.train import fit
 
         z, x = self._training_tensors(sims)

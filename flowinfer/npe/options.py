@@ -14,13 +14,32 @@ from typing import Any
 from flowinfer.checks import check_int, check_number
 from flowinfer.npe.simulations import Simulations
 from flowinfer.npe.sites import ModelInfo
+from flowinfer.registry import get_flow_spec
 
-__all__ = ["DEFAULT_TRAINING", "auto_batch", "round_budgets", "training_options",
-           "given_simulations", "plain", "tuples"]
+__all__ = ["DEFAULT_FLOW", "DEFAULT_TRAINING", "posterior_flow_options", "auto_batch",
+           "round_budgets", "training_options", "given_simulations", "plain", "tuples"]
+
+#: The posterior flow's defaults (see docs/npe.md for the measurements behind them).
+DEFAULT_FLOW = {"name": "nsf", "num_layers": 5, "hidden": (64, 64), "bins": 8}
 
 #: Training defaults; ``batch_size=None`` means ``clamp(N // 20, 32, 256)`` for N pairs.
 DEFAULT_TRAINING = {"epochs": 1000, "batch_size": None, "lr": 1e-3, "val_fraction": 0.1,
                     "patience": 20, "schedule": "plateau", "clip_grad": 5.0}
+
+
+def posterior_flow_options(flow: Any, flow_options: dict | None) -> dict[str, Any]:
+    """The posterior flow's options (defaults filled in for the default flow), after checking
+    that ``flow`` names a registered flow with a context and an analytic inverse."""
+    if not isinstance(flow, str):
+        raise TypeError(f"flow must be a registered flow name, got {type(flow).__name__}")
+    spec = get_flow_spec(flow)
+    if not spec.supports_context or not spec.has_inverse:
+        raise ValueError(f"flow {flow!r} cannot be an NPE posterior: it needs a context "
+                         "and an analytic inverse (e.g. 'nsf', 'maf', 'realnvp', 'nsf-ar')")
+    options = dict(flow_options or {})
+    if flow == DEFAULT_FLOW["name"]:
+        options = {**{k: v for k, v in DEFAULT_FLOW.items() if k != "name"}, **options}
+    return options
 
 
 def plain(value: Any) -> Any:

@@ -71,3 +71,49 @@ def test_custom_module_is_trained_jointly():
     npe.fit(num_simulations=200, epochs=2, seed=0, progress=False)
     assert npe.flow.context_dim == 4
     assert not torch.equal(net[1].weight, before)
+
+
+def test_mlp_embedding_passes_the_data_beside_its_features():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 2)
+    net = build_embedding("mlp", (4, 2))
+    out = net(x)
+    assert net.out_features == 8 + 32 == out.shape[1]
+    assert torch.equal(out[:, :8], x.reshape(3, 8))
+    plain = build_embedding("mlp", (4, 2), skip=False)
+    assert plain.out_features == 32 == plain(x).shape[1]
+
+
+def test_saved_npe_keeps_its_embedding_layout(tmp_path):
+    npe = fi.NPE(iid_model, "x", embedding_options={"skip": False}, flow_options=SMALL)
+    npe.fit(num_simulations=200, epochs=1, seed=0, progress=False)
+    fi.save(npe, tmp_path / "npe.pt")
+    back = fi.load(tmp_path / "npe.pt", model=iid_model)
+    assert back.flow.context_dim == npe.flow.context_dim == 32
+    x = npe.simulations.observed["x"][0]
+    values = {"mu": torch.zeros(2), "scale": torch.ones(2)}
+    assert torch.allclose(back.log_prob(values, x=x), npe.log_prob(values, x=x))
+
+
+def test_auto_embedding_keeps_the_candidate_with_the_lower_validation_loss():
+    npe = fi.NPE(iid_model, "x", flow_options=SMALL)
+    assert npe.selection is None
+    npe.fit(num_simulations=300, epochs=3, seed=0, progress=False)
+    sel = npe.selection
+    assert sel["candidates"] == ["mlp(skip=True)", "mlp(skip=False)"]
+    losses = sel["val_loss"]
+    best = min(range(2), key=losses.__getitem__)
+    assert sel["chosen"] == sel["candidates"][best]
+    assert npe.embedding_options["skip"] == (best == 0)
+    assert npe.results == [sel["results"][best]]
+    assert npe.flow.context_dim == npe.embedding.out_features
+    # A second call trains the chosen estimator only.
+    npe.fit(num_simulations=100, epochs=1, seed=1, progress=False)
+    assert len(npe.results) == 2 and npe.selection is sel
+
+
+def test_auto_embedding_with_skip_given_trains_one_candidate():
+    npe = fi.NPE(iid_model, "x", embedding_options={"skip": False, "out_features": 8},
+                 flow_options=SMALL)
+    npe.fit(num_simulations=200, epochs=1, seed=0, progress=False)
+    assert npe.selection is None and npe.flow.context_dim == 8

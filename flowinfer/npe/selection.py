@@ -1,0 +1,96 @@
+"""``embedding="auto"``: train candidate embeddings on one split, keep the best by validation.
+
+The held-out negative log density of ``q(theta | x)`` estimates the expected KL divergence
+from the true posterior to ``q`` up to a constant shared by every candidate, so the
+candidate with the lower validation loss is, on average over the prior predictive, the
+closer posterior. The candidates are an MLP embedding that passes the data on beside its
+features and one that does not: the first wins where posterior locations are near-linear in
+the data, the second where only nonlinear summaries carry information (measured in
+``benchmarks/npe_heldout.py``; docs/npe.md "Defaults"). Both train on the same split and
+batches (the same seed), so the choice costs one more training run and no simulations.
+
+Example:
+    >>> [(kind, options) for kind, options in AUTO_CANDIDATES]
+    [('mlp', {'skip': True}), ('mlp', {'skip': False})]
+
+References:
+    Papamakarios & Murray (2016), "Fast epsilon-free inference of simulation models with
+    Bayesian conditional density estimation", NeurIPS (the loss as an expected KL).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from flowinfer.npe.embeddings import check_embedding, make_embedding
+
+__all__ = ["AUTO_CANDIDATES", "Candidate", "embedding_candidates", "select_embedding"]
+
+#: ``embedding="auto"``: (name, options) of the candidates, in the order they are trained.
+AUTO_CANDIDATES = (("mlp", {"skip": True}), ("mlp", {"skip": False}))
+
+
+class Candidate:
+    """One embedding with the flow built for its output size."""
+
+    def __init__(self, embedding: nn.Module, kind: str | None, options: dict,
+                 flow: nn.Module) -> None:
+        self.embedding, self.kind, self.options, self.flow = embedding, kind, options, flow
+
+    @property
+    def label(self) -> str:
+        options = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        return f"{self.kind or type(self.embedding).__name__}({options})"
+
+
+def embedding_candidates(embedding: Any, options: dict | None, data_shape: Sequence[int],
+                         build_flow: Callable[[int], nn.Module]) -> list[Candidate]:
+    """The candidates for ``embedding`` (one unless ``"auto"``), each checked on dummy data.
+
+    ``"auto"`` takes ``options`` as MLP options for every candidate; ``skip`` among them
+    fixes that choice, leaving one candidate.
+
+    Raises:
+        TypeError / ValueError: what building or checking the embedding raises.
+    """
+    if isinstance(embedding, str) and embedding == "auto":
+        # The candidates are MLPs: the user's MLP options hold for both, and a given
+        # ``skip`` leaves one candidate.
+        options = dict(options or {})
+        specs = [(kind, {**opts, **options}) for kind, opts in AUTO_CANDIDATES
+                 if "skip" not in options or opts["skip"] == options["skip"]]
+    else:
+        specs = [(embedding, options)]
+    out = []
+    for kind, opts in specs:
+        net, name, opts = make_embedding(kind, opts, data_shape)
+        out.append(Candidate(net, name, opts, build_flow(check_embedding(net, data_shape))))
+    return out
+
+
+def select_embedding(npe: Any, train_one: Callable[[], Any]) -> Any:
+    """Train each of ``npe``'s candidates with ``train_one`` and keep the best.
+
+    Sets ``npe.embedding``, ``npe.flow`` and their description to the winner's, records
+    ``npe.selection = {"candidates", "val_loss", "chosen", "results"}`` (every candidate's
+    ``FitResult``), keeps only the winner's run in ``npe.results`` and returns it.
+    """
+    results = []
+    for candidate in npe._candidates:
+        npe._use(candidate)
+        results.append(train_one())
+    # A run that never reached a finite validation loss cannot win.
+    losses = [float(r.best_loss) if math.isfinite(r.best_loss) else math.inf for r in results]
+    best = min(range(len(losses)), key=losses.__getitem__)
+    npe._use(npe._candidates[best])
+    npe.selection = {"candidates": [c.label for c in npe._candidates], "val_loss": losses,
+                     "chosen": npe._candidates[best].label, "results": results}
+    npe._candidates = [npe._candidates[best]]
+    # npe.results holds the chosen estimator's runs, one per round.
+    npe.results[:] = [r for r in npe.results if all(r is not o for o in results)]
+    npe.results.append(results[best])
+    return results[best]
