@@ -279,7 +279,14 @@ def write_report(out: Path) -> str:
 
 
 def _ranges(values):
-    return ",".join(str(v) for v in values)
+    """``[1, 2, 3, 5]`` -> ``"1-3,5"``."""
+    parts, start = [], None
+    for i, v in enumerate(values):
+        start = v if start is None else start
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            parts.append(str(v) if v == start else f"{start}-{v}")
+            start = None
+    return ",".join(parts)
 
 
 def _figure(rows, path):
