@@ -66,3 +66,36 @@ def test_sequential_rounds_keep_draws_in_the_prior():
     assert len(npe.results) == 3 and len(npe.simulations) == 600
     later = npe.simulations.latents["theta"][200:]
     assert (later.abs() <= 3.0).all()
+
+
+def test_truncated_prior_draws_are_distinct_and_match_rejection_sampling():
+    """The sampler against the definition: prior draws kept where log q >= the threshold."""
+    from flowinfer.npe.sequential import hdr_threshold, truncated_prior_draws
+
+    def model():
+        theta = pyro.sample("theta", dist.Uniform(-2.0 * torch.ones(3), 2.0).to_event(1))
+        pyro.sample("x", dist.Normal(theta, 0.4).to_event(1))
+
+    torch.manual_seed(0)
+    npe = fi.NPE(model, "x", embedding_options={"skip": False}, flow_options=SMALL)
+    npe.fit(num_simulations=500, epochs=10, seed=0, progress=False)
+    x, eps, n = torch.tensor([0.5, -0.5, 1.2]), 0.05, 2000
+    draws = truncated_prior_draws(npe, x, n, seed=3, epsilon=eps)["theta"]
+    # Resampling alone repeats draws; the Metropolis chains spread them out.
+    assert torch.unique(draws, dim=0).shape[0] > 0.95 * n
+    plain = truncated_prior_draws(npe, x, n, seed=3, epsilon=eps, mcmc_steps=0)["theta"]
+    assert torch.unique(plain, dim=0).shape[0] < 0.8 * n
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        tau = hdr_threshold(npe, x, eps)
+    prior = 4.0 * torch.rand(150_000, 3) - 2.0
+    u = npe.info.to_unconstrained({"theta": prior})
+    ref = prior[npe.log_prob_unconstrained(u, x) >= tau.float()]
+    assert ref.shape[0] > 5 * n
+    # Means and sds within 5 standard errors of the difference (draws treated as
+    # independent: the chains are, and 30 steps leave little of their shared starts).
+    se_mean = (ref.var(0) / n + ref.var(0) / ref.shape[0]).sqrt()
+    assert ((draws.mean(0) - ref.mean(0)).abs() < 5 * se_mean).all(), (draws.mean(0),
+                                                                         ref.mean(0))
+    se_sd = ref.std(0) / (2 * n) ** 0.5
+    assert ((draws.std(0) - ref.std(0)).abs() < 5 * se_sd).all(), (draws.std(0), ref.std(0))
