@@ -46,6 +46,7 @@ from npe_models import bounded_model, gaussian_model  # noqa: E402
 from sbi import TASKS  # noqa: E402
 
 import flowinfer as fi  # noqa: E402
+from flowinfer.npe.options import tuples  # noqa: E402
 
 
 def ar1(steps: int = 40):
@@ -131,9 +132,9 @@ def main() -> None:
     variants = []
     for text in args.variants:
         v = json.loads(text)
-        if "flow_options" in v:
-            v["flow_options"] = {k: tuple(x) if isinstance(x, list) else x
-                                 for k, x in v["flow_options"].items()}
+        for key in ("flow_options", "embedding_options"):
+            if key in v:
+                v[key] = tuples(v[key])
         variants.append(v)
     for name in args.models:
         for budget in args.budgets:

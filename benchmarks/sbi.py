@@ -43,6 +43,7 @@ from pyro.distributions import constraints
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import flowinfer as fi  # noqa: E402
+from flowinfer.npe.options import tuples  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sbibm"
 
@@ -367,8 +368,7 @@ def _variant(args) -> dict:
         npe["flow"] = args.flow
     options = json.loads(args.flow_options)
     if options:
-        npe["flow_options"] = {k: tuple(v) if isinstance(v, list) else v
-                               for k, v in options.items()}
+        npe["flow_options"] = tuples(options)
     if args.embedding:
         npe["embedding"] = args.embedding
     if args.batch_size:

@@ -4,8 +4,9 @@ Trained jointly with the flow. ``build_embedding`` turns a name into a network f
 data's shape; any ``nn.Module`` mapping ``(batch, *data_shape)`` to ``(batch, k)`` is
 accepted instead (checked by :func:`check_embedding` before any simulation).
 
-- ``"mlp"`` (default): the data flattened, through a fully connected network, with the
-  flattened data passed on beside its features (``skip=False`` to drop them).
+- ``"mlp"``: the data flattened, through a fully connected network, with the flattened
+  data passed on beside its features (``skip=False`` to drop them). NPE's default
+  ``"auto"`` trains it both ways and keeps the better (:mod:`flowinfer.npe.selection`).
 - ``"deepset"``: permutation-invariant over i.i.d. trials, ``rho(mean_i phi(x_i))``; data
   shaped ``(trials, features)`` or ``(trials,)``.
 - ``"conv"``: 1-D convolutions over time, for time series ``(T,)`` or ``(T, channels)``.
@@ -85,10 +86,10 @@ class MLPEmbedding(nn.Module):
     def __init__(self, in_features: int, out_features: int = 32,
                  hidden: Sequence[int] = (64, 64), skip: bool = True) -> None:
         super().__init__()
+        in_features = check_int(in_features, "in_features")
         self.skip = bool(skip)
-        self.out_features = (check_int(out_features, "out_features")
-                             + (check_int(in_features, "in_features") if skip else 0))
-        self.net = _mlp([check_int(in_features, "in_features"), *hidden, out_features])
+        self.out_features = check_int(out_features, "out_features") + (in_features if skip else 0)
+        self.net = _mlp([in_features, *hidden, out_features])
 
     def forward(self, x: Tensor) -> Tensor:
         flat = x.reshape(x.shape[0], -1)

@@ -79,7 +79,7 @@ def select_embedding(npe: Any, train_one: Callable[[], Any]) -> Any:
     ``npe.selection = {"candidates", "val_loss", "chosen", "results"}`` (every candidate's
     ``FitResult``), keeps only the winner's run in ``npe.results`` and returns it.
     """
-    results = []
+    before, results = len(npe.results), []
     for candidate in npe._candidates:
         npe._use(candidate)
         results.append(train_one())
@@ -91,6 +91,6 @@ def select_embedding(npe: Any, train_one: Callable[[], Any]) -> Any:
                      "chosen": npe._candidates[best].label, "results": results}
     npe._candidates = [npe._candidates[best]]
     # npe.results holds the chosen estimator's runs, one per round.
-    npe.results[:] = [r for r in npe.results if all(r is not o for o in results)]
+    del npe.results[before:]
     npe.results.append(results[best])
     return results[best]

@@ -115,7 +115,8 @@ def _metropolis(npe: Any, x: Any, u: Tensor, log_prior: Tensor, threshold: Tenso
                 region_draws: Tensor, steps: int) -> Tensor:
     """``steps`` random-walk Metropolis steps of independent chains started at ``u``, whose
     target is the prior (in unconstrained coordinates) restricted to ``log q >= threshold``."""
-    if steps == 0 or u.shape[0] < 2:
+    # The step shape needs a covariance, so at least two draws inside the region.
+    if steps == 0 or region_draws.shape[0] < 2:
         return u
     dim = u.shape[-1]
     cov = torch.atleast_2d(torch.cov(region_draws.T.double()))

@@ -99,3 +99,13 @@ def test_truncated_prior_draws_are_distinct_and_match_rejection_sampling():
                                                                          ref.mean(0))
     se_sd = ref.std(0) / (2 * n) ** 0.5
     assert ((draws.std(0) - ref.std(0)).abs() < 5 * se_sd).all(), (draws.std(0), ref.std(0))
+
+
+def test_truncated_prior_chains_need_two_region_draws_for_their_step_shape():
+    from flowinfer.npe.sequential import _metropolis
+
+    start = torch.randn(5, 2)
+    # One draw inside the region gives no covariance: the starts come back unmoved.
+    out = _metropolis(None, None, start, torch.zeros(5), torch.tensor(0.0),
+                      start[:1], steps=30)
+    assert torch.equal(out, start)
