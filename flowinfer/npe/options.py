@@ -29,7 +29,16 @@ DEFAULT_TRAINING = {"epochs": 1000, "batch_size": None, "lr": 1e-3, "val_fractio
 
 def posterior_flow_options(flow: Any, flow_options: dict | None) -> dict[str, Any]:
     """The posterior flow's options (defaults filled in for the default flow), after checking
-    that ``flow`` names a registered flow with a context and an analytic inverse."""
+    that ``flow`` names a registered flow with a context and an analytic inverse.
+
+    Example:
+        >>> posterior_flow_options("nsf", {"bins": 4})["bins"], posterior_flow_options("maf", None)
+        (4, {})
+
+    Raises:
+        TypeError: ``flow`` is not a string. ValueError: an unknown flow, or one without a
+            context or an analytic inverse.
+    """
     if not isinstance(flow, str):
         raise TypeError(f"flow must be a registered flow name, got {type(flow).__name__}")
     spec = get_flow_spec(flow)

@@ -79,8 +79,6 @@ def truncated_prior_draws(npe: Any, x: dict[str, Tensor], num: int, *, seed: int
     """
     num = check_int(num, "num")
     mcmc_steps = check_int(mcmc_steps, "mcmc_steps", lowest=0)
-    epsilon = check_number(epsilon, "epsilon", low=0.0, high=1.0, low_open=True,
-                           high_open=True)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         threshold = hdr_threshold(npe, x, epsilon)
@@ -99,9 +97,27 @@ def truncated_prior_draws(npe: Any, x: dict[str, Tensor], num: int, *, seed: int
     return draws
 
 
-def hdr_threshold(npe: Any, x: Any, epsilon: float) -> Tensor:
-    """``log q`` at the edge of the ``1 - epsilon`` HDR: its epsilon-quantile over draws
-    from ``q`` (uses torch's global generator)."""
+def hdr_threshold(npe: Any, x: Any, epsilon: float = EPSILON) -> Tensor:
+    """``log q`` (unconstrained) at the edge of the ``1 - epsilon`` highest-density region of
+    ``npe``'s posterior given ``x``: its epsilon-quantile over draws from ``q`` (drawn with
+    torch's global generator).
+
+    Example:
+        >>> import torch, pyro, pyro.distributions as dist, flowinfer as fi
+        >>> def model():
+        ...     theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+        ...     pyro.sample("x", dist.Normal(theta, 0.5))
+        >>> npe = fi.NPE(model, "x", flow_options={"num_layers": 1, "hidden": (8,)})
+        >>> _ = npe.fit(num_simulations=200, epochs=2, seed=0, progress=False)
+        >>> x = torch.tensor(0.3)
+        >>> bool(hdr_threshold(npe, x, 0.5) > hdr_threshold(npe, x, 0.01))
+        True
+
+    Raises:
+        ValueError: ``epsilon`` outside (0, 1).
+    """
+    epsilon = check_number(epsilon, "epsilon", low=0.0, high=1.0, low_open=True,
+                           high_open=True)
     probe = npe.sample_unconstrained(max(10_000, int(10 / epsilon) // 100), x)
     return torch.quantile(npe.log_prob_unconstrained(probe, x).double(), epsilon)
 

@@ -133,6 +133,20 @@ def test_embedding_bad_name_and_type():
 def test_flow_without_context_or_inverse():
     with pytest.raises(ValueError, match="cannot be an NPE posterior"):
         fi.NPE(gaussian_model, observed="x", flow="planar")
+    with pytest.raises(TypeError, match="flow must be a registered flow name, got int"):
+        fi.NPE(gaussian_model, observed="x", flow=3)
+
+
+def test_truncation_options_are_checked():
+    from flowinfer.npe.sequential import hdr_threshold, truncated_prior_draws
+
+    npe = fi.NPE(gaussian_model, observed="x", flow_options={"num_layers": 1, "hidden": (8,)})
+    npe.fit(num_simulations=100, epochs=1, seed=0, progress=False)
+    x = npe.simulations.observed["x"][0]
+    with pytest.raises(ValueError, match="epsilon"):
+        hdr_threshold(npe, x, 1.5)
+    with pytest.raises(ValueError, match="mcmc_steps"):
+        truncated_prior_draws(npe, x, 10, seed=0, mcmc_steps=-1)
 
 
 def test_improper_latent():
