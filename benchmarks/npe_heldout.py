@@ -18,7 +18,8 @@ error of its difference to the first variant.
 Models: the four sbibm tasks of ``benchmarks/sbi.py`` and models written here that are in no
 benchmark: the conjugate Gaussian of ``tests/npe`` (trials), a bounded one (uniform,
 half-normal, simplex latents, narrow likelihood), an AR(1) series of 40 steps and a linear
-regression on 50 design points (high-dimensional data).
+regression on 50 design points (high-dimensional data), and a hierarchical model in plates
+whose group effects are nuisances (40-d data, two latents inferred).
 
 References:
     Papamakarios & Murray (2016), "Fast epsilon-free inference of simulation models with
@@ -72,12 +73,25 @@ def regression():
     pyro.sample("y", dist.Normal(mean, sd[..., None]).to_event(1))
 
 
+def hierarchical(groups: int = 8, per_group: int = 5):
+    """Group effects eta_g ~ N(mu, tau) in a plate, y_gn ~ N(eta_g, 0.5): mu ~ N(0, 2) and
+    tau ~ HalfNormal(1) are inferred, the eight effects are nuisances (marginalised)."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 2.0))
+    tau = pyro.sample("tau", dist.HalfNormal(1.0))
+    with pyro.plate("groups", groups):
+        eta = pyro.sample("eta", dist.Normal(mu, tau))
+        with pyro.plate("trials", per_group):
+            pyro.sample("y", dist.Normal(eta, 0.5))
+
+
+#: name: (model, observed site, latent sites to infer or None for all)
 MODELS = {
-    **{name: (model, "x") for name, (model, _) in TASKS.items()},
-    "conjugate_gaussian": (gaussian_model, "x"),
-    "bounded": (bounded_model, "x"),
-    "ar1": (ar1, "x"),
-    "regression": (regression, "y"),
+    **{name: (model, "x", None) for name, (model, _) in TASKS.items()},
+    "conjugate_gaussian": (gaussian_model, "x", None),
+    "bounded": (bounded_model, "x", None),
+    "ar1": (ar1, "x", None),
+    "regression": (regression, "y", None),
+    "hierarchical": (hierarchical, "y", ["mu", "tau"]),
 }
 
 
@@ -90,15 +104,17 @@ def heldout_nll(npe, sims) -> torch.Tensor:
 
 
 def run(name: str, budget: int, variants: list[dict], seed: int, test_size: int) -> list[dict]:
-    model, observed = MODELS[name]
-    test = fi.simulate(model, observed, test_size, seed=10_000 + seed, progress=False)
+    model, observed, latents = MODELS[name]
+    test = fi.simulate(model, observed, test_size, seed=10_000 + seed, progress=False,
+                       latent_names=latents)
     rows, base = [], None
     for variant in variants:
         npe_kw = {k: v for k, v in variant.items() if k in ("flow", "flow_options", "embedding",
                                                         "embedding_options")}
         fit_kw = {k: v for k, v in variant.items() if k not in npe_kw}
         torch.manual_seed(seed)
-        npe = fi.NPE(model, observed=observed, constant_data="keep", **npe_kw)
+        npe = fi.NPE(model, observed=observed, latents=latents, constant_data="keep",
+                     **npe_kw)
         start = time.perf_counter()
         npe.fit(num_simulations=budget, seed=seed, progress=False, **fit_kw)
         seconds = time.perf_counter() - start

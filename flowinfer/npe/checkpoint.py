@@ -23,6 +23,7 @@ def npe_record(npe: Any) -> dict[str, Any]:
         "type": "NPE",
         "observed": list(npe.observed),
         "latent_names": list(npe.info.latent_names),
+        "nuisance_names": list(npe.info.nuisance_names),
         "embedding": npe.embedding_kind,
         "embedding_options": plain(npe.embedding_options),
         "embedding_state": {k: v.detach() for k, v in npe.embedding.state_dict().items()},
@@ -48,13 +49,24 @@ def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
                          "rebuild it with NPE.from_checkpoint(..., embedding=<a module of "
                          "the same class>)")
     config = flow.config
-    npe = cls(model, record["observed"], model_args=model_args,
-              model_kwargs=model_kwargs, flow=config["name"],
-              flow_options=tuples(config["hyper"]),
-              embedding=embedding if embedding is not None else record["embedding"],
-              embedding_options=None if embedding is not None
-              else tuples(record["embedding_options"]),
-              constant_data=record.get("constant_data", "error"))
+    # Older records have no nuisance sites: every free site was a latent.
+    latents = record["latent_names"] if "nuisance_names" in record else None
+    try:
+        npe = cls(model, record["observed"], latents=latents, model_args=model_args,
+                  model_kwargs=model_kwargs, flow=config["name"],
+                  flow_options=tuples(config["hyper"]),
+                  embedding=embedding if embedding is not None else record["embedding"],
+                  embedding_options=None if embedding is not None
+                  else tuples(record["embedding_options"]),
+                  constant_data=record.get("constant_data", "error"))
+    except ValueError as err:
+        raise ValueError(f"{path}: the saved NPE (latent sites {record['latent_names']}, "
+                         f"observed {record['observed']}) does not fit this model: {err}"
+                         ) from None
+    nuisance = list(record.get("nuisance_names", []))
+    if nuisance != npe.info.nuisance_names:
+        raise ValueError(f"{path}: the saved NPE marginalised the nuisance sites {nuisance}, "
+                         f"this model has {npe.info.nuisance_names}")
     if list(record["latent_names"]) != npe.info.latent_names:
         raise ValueError(f"{path}: the saved NPE's latent sites {record['latent_names']} "
                          f"are not this model's {npe.info.latent_names}")

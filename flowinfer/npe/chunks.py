@@ -38,6 +38,7 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 
 from flowinfer.npe.sites import ModelInfo
@@ -76,7 +77,7 @@ class ChunkSpec:
     kwargs: dict
     latent_names: list[str]
     observed_names: list[str]
-    shapes: dict[str, torch.Size]
+    shapes: dict[str, torch.Size]  # latent, observed and nuisance sites
     particle_dim: int
     layouts: dict[str, torch.Size] | None = None  # per-site shape inside the particle plate
 
@@ -187,7 +188,7 @@ def _probe_layouts(spec: ChunkSpec) -> dict[str, torch.Size] | None:
             trace.compute_log_prob()
             layouts, per_particle, values = {}, torch.zeros(n, dtype=torch.float64), {}
             for name, site in trace.nodes.items():
-                if site["type"] != "sample" or name == "_npe_particles":
+                if site["type"] != "sample" or site_is_subsample(site):
                     continue
                 value, lp = site["value"], site["log_prob"]
                 if lp.dim() == 0 or lp.shape[0] != n:
@@ -216,9 +217,11 @@ def _probe_layouts(spec: ChunkSpec) -> dict[str, torch.Size] | None:
 def make_spec(model: Callable, info: ModelInfo, args: tuple, kwargs: dict,
               vectorize: bool | None = None) -> ChunkSpec:
     """The chunk runner's description of ``model``, with vectorisation probed."""
+    # The nuisance sites' shapes let the probe replay a whole vectorised draw.
     spec = ChunkSpec(model, tuple(args), dict(kwargs), list(info.latent_names),
-                 list(info.observed_names), {**info.latent_shapes, **info.observed_shapes},
-                 info.particle_dim)
+                     list(info.observed_names),
+                     {**info.nuisance_shapes, **info.latent_shapes, **info.observed_shapes},
+                     info.particle_dim)
     if vectorize is not False:
         spec.layouts = _probe_layouts(spec)
         if vectorize and spec.layouts is None:

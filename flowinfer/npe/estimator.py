@@ -67,6 +67,9 @@ class NPE:
         model: the Pyro model; ``model(*model_args, **model_kwargs)`` samples every site.
         observed: the data site's name, or a list of names; every other sample site that
             the model does not observe itself is a latent.
+        latents: the latent site(s) to infer (default: all of them). The model's other free
+            sites (a simulator's internal noise, discrete switches, local latents) are then
+            nuisances: simulated along and marginalised, never returned.
         model_args, model_kwargs: the model's arguments (fixed for all simulations).
         flow: a registered flow name (default ``"nsf"``, coupling neural spline flow).
         flow_options: hyper-parameters of the flow (default ``num_layers=5, hidden=(64, 64),
@@ -85,7 +88,8 @@ class NPE:
 
     Raises:
         TypeError / ValueError: before any simulation, for a model without latent sites, an
-            observed name that is not a sample site, discrete latent sites, an unknown flow
+            observed or latent name that is not a free sample site, discrete latent sites
+            (name the continuous ones in ``latents``), an unknown flow
             or embedding, or an embedding whose output is not ``(batch, k)``.
     """
 
@@ -94,6 +98,7 @@ class NPE:
         model: Callable,
         observed: str | list[str],
         *,
+        latents: str | list[str] | None = None,
         model_args: tuple = (),
         model_kwargs: dict | None = None,
         flow: str = "nsf",
@@ -109,7 +114,7 @@ class NPE:
         self.model, self.model_args = model, model_args
         self.model_kwargs = dict(model_kwargs or {})
         self.constant_data = check_choice(constant_data, "constant_data", _CONSTANT)
-        self.info = inspect_model(model, observed, model_args, self.model_kwargs)
+        self.info = inspect_model(model, observed, model_args, self.model_kwargs, latents)
         self.observed = list(self.info.observed_names)
         names = self.info.observed_names
         self.data_shape = (tuple(self.info.observed_shapes[names[0]]) if len(names) == 1
@@ -177,6 +182,7 @@ class NPE:
         lr: float | None = None,
         val_fraction: float | None = None,
         patience: int | None = None,
+        weight_decay: float | None = None,
         progress: bool | None = None,
     ) -> Any:
         """Simulate (unless ``simulations`` are given), then train the posterior flow.
@@ -192,8 +198,8 @@ class NPE:
             seed: seeds the simulations and the training (None: from torch's generator).
             num_workers, executor, simulation_file, chunk_size, vectorize: simulation
                 options (see :func:`flowinfer.npe.simulate.simulate`).
-            epochs, batch_size, lr, val_fraction, patience: training options (None: the
-                defaults in ``DEFAULT_TRAINING``).
+            epochs, batch_size, lr, val_fraction, patience, weight_decay: training options
+                (None: the defaults in ``DEFAULT_TRAINING``; weight decay is AdamW's).
             progress: progress bars (None: only on a terminal).
 
         Returns:
@@ -202,8 +208,8 @@ class NPE:
 
         Raises:
             TypeError / ValueError: a budget that is not a positive integer, no budget and
-                no simulations, ``rounds > 1`` without a (well-shaped) observation; all
-                before any simulation.
+                no simulations, ``rounds > 1`` without a (well-shaped) observation or with
+                nuisance sites sampled before a latent; all before any simulation.
         """
         if num_simulations is None and simulations is None:
             raise ValueError("give num_simulations (a positive integer) or simulations=")
@@ -218,9 +224,15 @@ class NPE:
                 raise ValueError(f"rounds={rounds} needs num_simulations >= {2 * rounds}, got "
                                  f"{num_simulations}")
             x_obs = self.info.check_observation(observation, "observation")
+            if self.info.nuisance_first:
+                # The truncated prior needs the latents' prior density, which may depend on
+                # nuisance sites drawn before them.
+                raise ValueError(f"sequential rounds need the prior density of the latents, "
+                                 f"but nuisance site(s) {self.info.nuisance_first} are sampled "
+                                 "before latent sites; add them to latents= or use rounds=1")
         elif observation is not None:
             raise ValueError("observation= is used by sequential rounds only (rounds > 1)")
-        train = training_options(epochs, batch_size, lr, val_fraction, patience)
+        train = training_options(epochs, batch_size, lr, val_fraction, patience, weight_decay)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
         seed = check_int(seed, "seed", lowest=0)
@@ -272,7 +284,8 @@ class NPE:
         start = time.perf_counter()
         result = fit(NPELoss(self.flow, self.embedding), [self.flow, self.embedding],
                      data=(z, x), val_fraction=train["val_fraction"], epochs=train["epochs"],
-                     batch_size=batch, lr=train["lr"], schedule=DEFAULT_TRAINING["schedule"],
+                     batch_size=batch, lr=train["lr"], weight_decay=train["weight_decay"],
+                     schedule=DEFAULT_TRAINING["schedule"],
                      clip_grad=DEFAULT_TRAINING["clip_grad"], patience=train["patience"],
                      seed=seed, progress_bar=progress, desc="NPE")
         self.timings["training"] += time.perf_counter() - start
@@ -336,24 +349,7 @@ class NPE:
             prior's support.
         """
         self._check_fitted()
-        if not isinstance(values, dict):
-            raise TypeError(f"values must be a dict {{site: tensor}}, got "
-                            f"{type(values).__name__}")
-        missing = [k for k in self.info.latent_names if k not in values]
-        if missing:
-            raise ValueError(f"values lack latent site(s) {missing}")
-        first = self.info.latent_names[0]
-        v0 = torch.as_tensor(values[first])
-        batch = v0.shape[:v0.dim() - len(self.info.latent_shapes[first])]
-        flat = {}
-        for name in self.info.latent_names:
-            v = torch.as_tensor(values[name], dtype=torch.get_default_dtype())
-            shape = self.info.latent_shapes[name]
-            if tuple(v.shape[v.dim() - len(shape):]) != tuple(shape) or v.shape[
-                    :v.dim() - len(shape)] != batch:
-                raise ValueError(f"values[{name!r}] has shape {tuple(v.shape)}; expected "
-                                 f"{tuple(batch)} + {tuple(shape)}")
-            flat[name] = v.reshape(-1, *shape)
+        flat, batch = self.info.check_values(values)
         inside = self.info.in_support(flat)
         safe = {k: torch.where(inside.reshape(-1, *[1] * (v.dim() - 1)), v,
                                self.info.transforms[k](torch.zeros(

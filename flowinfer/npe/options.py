@@ -24,7 +24,7 @@ DEFAULT_FLOW = {"name": "nsf", "num_layers": 5, "hidden": (64, 64), "bins": 8}
 
 #: Training defaults; ``batch_size=None`` means ``clamp(N // 20, 32, 256)`` for N pairs.
 DEFAULT_TRAINING = {"epochs": 1000, "batch_size": None, "lr": 1e-3, "val_fraction": 0.1,
-                    "patience": 20, "schedule": "plateau", "clip_grad": 5.0}
+                    "patience": 20, "schedule": "plateau", "clip_grad": 5.0, "weight_decay": 0.0}
 
 
 def posterior_flow_options(flow: Any, flow_options: dict | None) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def given_simulations(simulations: Any, info: ModelInfo) -> Simulations | None:
 
 
 def training_options(epochs: Any, batch_size: Any, lr: Any, val_fraction: Any,
-                     patience: Any) -> dict[str, Any]:
+                     patience: Any, weight_decay: Any = None) -> dict[str, Any]:
     """The training options with defaults filled in, each checked."""
     d = DEFAULT_TRAINING
     return {
@@ -105,4 +105,6 @@ def training_options(epochs: Any, batch_size: Any, lr: Any, val_fraction: Any,
                                      else val_fraction, "val_fraction", low=0.0,
                                      high=1.0, high_open=True),
         "patience": check_int(d["patience"] if patience is None else patience, "patience"),
+        "weight_decay": check_number(d["weight_decay"] if weight_decay is None
+                                     else weight_decay, "weight_decay", low=0.0),
     }

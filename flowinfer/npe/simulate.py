@@ -123,6 +123,7 @@ def simulate(
     progress: bool | None = None,
     info: ModelInfo | None = None,
     spec: ChunkSpec | None = None,
+    latent_names: str | list[str] | None = None,
 ) -> Simulations:
     """Simulate ``num_simulations`` (latents, data) pairs from ``model``.
 
@@ -145,6 +146,9 @@ def simulate(
         path: a file that receives every finished chunk and is resumed from.
         vectorize: True to require vectorisation, False to always loop, None to probe.
         progress: a progress bar (None: only on a TTY).
+        info, spec: the model's sites and chunk runner when the caller has them (NPE).
+        latent_names: the latent sites to keep (default: every free site not observed);
+            other free sites are simulated along and dropped, as ``NPE(latents=...)``.
 
     Returns:
         :class:`Simulations`.
@@ -162,7 +166,7 @@ def simulate(
         raise TypeError(f"executor must have a submit(fn, *args) method, got "
                         f"{type(executor).__name__}")
     model_kwargs = model_kwargs or {}
-    info = info or inspect_model(model, observed, model_args, model_kwargs)
+    info = info or inspect_model(model, observed, model_args, model_kwargs, latent_names)
     if latents is not None:
         if path is not None:
             raise ValueError("path= saves prior simulations only; do not combine it with "

@@ -33,31 +33,35 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 from torch.distributions import biject_to
 
-__all__ = ["ModelInfo", "inspect_model", "check_observed_names"]
+__all__ = ["ModelInfo", "inspect_model", "check_site_names"]
 
 _ATTEMPTS = 10
 
 
-def check_observed_names(observed: Any) -> list[str]:
-    """``observed`` as a non-empty list of site names (a string is one name)."""
-    if isinstance(observed, str):
-        names = [observed]
-    elif isinstance(observed, Sequence) and not isinstance(observed, bytes):
-        names = list(observed)
+def check_site_names(value: Any, argument: str = "observed") -> list[str]:
+    """``value`` as a non-empty list of distinct site names (a string is one name).
+
+    ``argument`` names the argument in the errors.
+    """
+    if isinstance(value, str):
+        names = [value]
+    elif isinstance(value, Sequence) and not isinstance(value, bytes):
+        names = list(value)
     else:
-        raise TypeError(f"observed must be a site name or a list of site names, got "
-                        f"{type(observed).__name__} {observed!r}")
+        raise TypeError(f"{argument} must be a site name or a list of site names, got "
+                        f"{type(value).__name__} {value!r}")
     if not names:
-        raise ValueError("observed must name at least one sample site, got an empty list")
+        raise ValueError(f"{argument} must name at least one sample site, got an empty list")
     for name in names:
         if not isinstance(name, str):
-            raise TypeError(f"observed must hold site names (str), got {type(name).__name__} "
-                            f"{name!r}")
+            raise TypeError(f"{argument} must hold site names (str), got "
+                            f"{type(name).__name__} {name!r}")
     if len(set(names)) != len(names):
-        raise ValueError(f"observed names a site twice: {names}")
+        raise ValueError(f"{argument} names a site twice: {names}")
     return names
 
 
@@ -75,6 +79,10 @@ class ModelInfo:
         unconstrained_shapes: each latent site's shape in unconstrained space.
         particle_dim: the dimension a particle plate would use to vectorise the model
             (left of every batch dimension of every site).
+        nuisance_shapes: the shapes of the other free sample sites (simulated along and
+            marginalised, not inferred), in the model's order.
+        nuisance_first: nuisance sites sampled before some latent site (the latents'
+            prior may then depend on them).
     """
 
     latent_names: list[str]
@@ -86,6 +94,13 @@ class ModelInfo:
     unconstrained_shapes: dict[str, torch.Size]
     particle_dim: int
     observed_dtypes: dict[str, torch.dtype] = field(default_factory=dict)
+    nuisance_shapes: dict[str, torch.Size] = field(default_factory=dict)
+    nuisance_first: list[str] = field(default_factory=list)
+
+    @property
+    def nuisance_names(self) -> list[str]:
+        """Free sample sites that are neither inferred nor observed."""
+        return list(self.nuisance_shapes)
 
     @property
     def latent_dim(self) -> int:
@@ -136,6 +151,33 @@ class ModelInfo:
             check = check.reshape(value.shape[0], -1).all(-1)
             ok = check if ok is None else ok & check
         return ok
+
+    def check_values(self, values: Any) -> tuple[dict[str, Tensor], torch.Size]:
+        """``values`` ``{latent: (*batch, *shape)}`` flattened to ``{latent: (B, *shape)}``.
+
+        Returns the flattened values and the common ``batch`` shape.
+
+        Raises:
+            TypeError: ``values`` is not a dict. ValueError: a latent site is missing or a
+                value's shape is not ``batch + site shape`` with one batch for all sites.
+        """
+        if not isinstance(values, dict):
+            raise TypeError(f"values must be a dict {{site: tensor}}, got "
+                            f"{type(values).__name__}")
+        missing = [k for k in self.latent_names if k not in values]
+        if missing:
+            raise ValueError(f"values lack latent site(s) {missing}")
+        first = torch.as_tensor(values[self.latent_names[0]])
+        batch = first.shape[:first.dim() - len(self.latent_shapes[self.latent_names[0]])]
+        flat = {}
+        for name in self.latent_names:
+            v = torch.as_tensor(values[name], dtype=torch.get_default_dtype())
+            shape, lead = self.latent_shapes[name], v.dim() - len(self.latent_shapes[name])
+            if lead < 0 or tuple(v.shape[lead:]) != tuple(shape) or v.shape[:lead] != batch:
+                raise ValueError(f"values[{name!r}] has shape {tuple(v.shape)}; expected "
+                                 f"{tuple(batch)} + {tuple(shape)}")
+            flat[name] = v.reshape(-1, *shape)
+        return flat, batch
 
     def check_observation(self, x: Any, name: str = "x") -> dict[str, Tensor]:
         """``x`` (a tensor for one observed site, or ``{site: tensor}``) with shapes checked."""
@@ -198,25 +240,62 @@ def _plain_trace(model: Callable, args: tuple, kwargs: dict) -> Any:
     raise AssertionError("unreachable")
 
 
+def _chosen_latents(latents: Any, free: list[str], observed: list[str]) -> list[str] | None:
+    if latents is None:
+        return None
+    chosen = check_site_names(latents, "latents")
+    for name in chosen:
+        if name in observed:
+            raise ValueError(f"latents and observed both name site {name!r}")
+        if name not in free:
+            raise ValueError(f"latents names {name!r}, which is not a free sample site of the "
+                             f"model; its free sample sites are {free}")
+    return chosen
+
+
+def _check_fixed_sites(sample_sites: dict, fixed: list[str], observed: list[str]) -> None:
+    # NPE learns from plain simulations, which ignore data the model conditions on itself
+    # and factors: the posterior would silently leave out their likelihood terms.
+    factors = [n for n in fixed if isinstance(sample_sites[n]["fn"], dist.Unit)]
+    if factors:
+        raise ValueError(f"the model has pyro.factor site(s) {factors}: NPE learns from the "
+                         "model's plain simulations, which cannot be weighted by a factor; "
+                         "write that term as a distribution the model samples from")
+    data = [n for n in fixed if n not in observed and n not in factors
+            and not sample_sites[n]["infer"].get("_deterministic")]
+    if data:
+        raise ValueError(f"the model observes site(s) {data} itself (obs=...): NPE learns "
+                         "p(latents | observed) from plain simulations and would ignore that "
+                         "data; sample those sites with obs=None and add them to observed=")
+
+
 def inspect_model(model: Callable, observed: Any, args: tuple = (),
-                  kwargs: dict | None = None) -> ModelInfo:
+                  kwargs: dict | None = None, latents: Any = None) -> ModelInfo:
     """Trace ``model`` once and describe its latent and observed sites.
 
+    ``latents`` (a name or list of names) picks the sites to infer; every other free
+    sample site is then a nuisance: simulated along, marginalised by NPE, never returned.
+    By default every free site that is not observed is a latent.
+
     Raises:
-        TypeError: ``model`` is not callable, ``observed`` is not a name or list of names.
+        TypeError: ``model`` is not callable, ``observed`` or ``latents`` is not a name or
+            list of names.
         ValueError: an observed name is not a sample site of the model (or is one the model
-            observes itself), the model has no latent site, a latent site is discrete, or a
-            latent distribution cannot be sampled (``ImproperUniform``).
+            observes itself), a name in ``latents`` is not a free sample site, the model has
+            no latent site, a latent site is discrete, or a latent distribution cannot be
+            sampled (``ImproperUniform``).
         RuntimeError: the model raised on its plain run (the message says so).
     """
     if not callable(model):
         raise TypeError(f"model must be a callable Pyro model, got {type(model).__name__}")
-    names = check_observed_names(observed)
+    names = check_site_names(observed)
     kwargs = kwargs or {}
     # fork_rng: finding the sites must not move the caller's random stream.
     with torch.random.fork_rng():
         trace = _plain_trace(model, args, kwargs)
-    sample_sites = {n: s for n, s in trace.nodes.items() if s["type"] == "sample"}
+    # Plates appear in a trace as sample sites too (their subsample indices): not random.
+    sample_sites = {n: s for n, s in trace.nodes.items()
+                    if s["type"] == "sample" and not site_is_subsample(s)}
     free = [n for n, s in sample_sites.items() if not s["is_observed"]]
     fixed = [n for n, s in sample_sites.items() if s["is_observed"]]
     for name in names:
@@ -226,16 +305,20 @@ def inspect_model(model: Callable, observed: Any, args: tuple = (),
         if name not in sample_sites:
             raise ValueError(f"observed site {name!r} is not a sample site of the model; its "
                              f"sample sites are {free}")
-    latents = [n for n in free if n not in names]
+    _check_fixed_sites(sample_sites, fixed, names)
+    chosen = _chosen_latents(latents, free, names)
+    latents = [n for n in free if n not in names and (chosen is None or n in chosen)]
     if not latents:
         raise ValueError(f"the model has no latent sample site besides the observed {names}: "
                          "there is nothing to infer")
     discrete = [n for n in latents if _is_discrete(sample_sites[n]["fn"])]
     if discrete:
+        continuous = [n for n in latents if n not in discrete]
         raise ValueError(
             f"NPE handles continuous latent sites only, but {discrete} are discrete (support "
-            f"{sample_sites[discrete[0]]['fn'].support}); marginalise them inside the model or "
-            "make them observed"
+            f"{sample_sites[discrete[0]]['fn'].support}); infer the continuous ones only with "
+            f"latents={continuous} (the others are then simulated and marginalised), or make "
+            "the discrete sites observed"
         )
     improper = [n for n in latents if isinstance(sample_sites[n]["fn"], dist.ImproperUniform)]
     if improper:
@@ -247,6 +330,8 @@ def inspect_model(model: Callable, observed: Any, args: tuple = (),
         supports[n] = fn.support
         transforms[n] = biject_to(fn.support)
         ushapes[n] = torch.Size(transforms[n].inverse_shape(sample_sites[n]["value"].shape))
+    nuisance = [n for n in free if n not in names and n not in latents]
+    last = max(free.index(n) for n in latents)
     depth = max(len(s["fn"].batch_shape) for s in sample_sites.values())
     return ModelInfo(
         latent_names=latents,
@@ -258,4 +343,6 @@ def inspect_model(model: Callable, observed: Any, args: tuple = (),
         unconstrained_shapes=ushapes,
         particle_dim=-(depth + 1),
         observed_dtypes={n: sample_sites[n]["value"].dtype for n in names},
+        nuisance_shapes={n: sample_sites[n]["value"].shape for n in nuisance},
+        nuisance_first=[n for n in nuisance if free.index(n) < last],
     )

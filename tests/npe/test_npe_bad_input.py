@@ -65,6 +65,26 @@ def test_site_the_model_observes_itself():
         fi.NPE(model, observed="x")
 
 
+def _conditioned_model(factor: bool = False, data: bool = False):
+    theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+    pyro.deterministic("twice", 2 * theta)  # deterministic sites are fine
+    if factor:
+        pyro.factor("penalty", -theta**2)
+    if data:
+        pyro.sample("y", dist.Normal(theta, 1.0), obs=torch.tensor(0.3))
+    pyro.sample("x", dist.Normal(theta, 1.0))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"factor": True}, r"pyro.factor site\(s\) \['penalty'\]"),
+    ({"data": True}, r"observes site\(s\) \['y'\] itself"),
+])
+def test_data_or_factors_the_simulations_would_ignore(kwargs, match):
+    assert fi.NPE(_conditioned_model, "x").info.latent_names == ["theta"]
+    with pytest.raises(ValueError, match=match):
+        fi.NPE(_conditioned_model, "x", model_kwargs=kwargs)
+
+
 @pytest.mark.parametrize("budget, error", [(0, ValueError), (-5, ValueError),
                                            (1.5, TypeError), ("10", TypeError),
                                            (True, TypeError)])
@@ -73,6 +93,18 @@ def test_budget_not_a_positive_integer(counter, budget, error):
     before = counter["n"]
     with pytest.raises(error, match="num_simulations"):
         npe.fit(num_simulations=budget)
+    assert counter["n"] == before
+
+
+@pytest.mark.parametrize("option, value, error", [
+    ("lr", 0.0, ValueError), ("patience", 0, ValueError), ("val_fraction", 1.0, ValueError),
+    ("weight_decay", -0.1, ValueError), ("epochs", 2.5, TypeError),
+])
+def test_training_options_are_checked_before_simulating(counter, option, value, error):
+    npe = fi.NPE(counted_model, observed="x")
+    before = counter["n"]
+    with pytest.raises(error, match=option):
+        npe.fit(num_simulations=100, **{option: value})
     assert counter["n"] == before
 
 
