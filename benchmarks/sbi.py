@@ -401,7 +401,18 @@ def main(argv=None) -> None:
                         help="only the conjugate-Gaussian check of the training defaults")
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--schedule", default=None, help="cosine, plateau or none")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                        help="only write the report (table and figure) into --out from the "
+                             "results.jsonl of these earlier runs' --out folders")
     args = parser.parse_args(argv)
+    if args.merge:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        lines = [line for d in args.merge
+                 for line in (Path(d) / "results.jsonl").read_text().splitlines() if line]
+        (out / "results.jsonl").write_text("\n".join(lines) + "\n")
+        print(write_report(out))
+        return
     if args.gaussian_check:
         torch.set_num_threads(args.threads)
         gaussian_check(_variant(args), args.seed, args.patience, args.schedule)

@@ -261,7 +261,7 @@ def _check_fixed_sites(sample_sites: dict, fixed: list[str], observed: list[str]
         raise ValueError(f"the model has pyro.factor site(s) {factors}: NPE learns from the "
                          "model's plain simulations, which cannot be weighted by a factor; "
                          "write that term as a distribution the model samples from")
-    data = [n for n in fixed if n not in observed and n not in factors
+    data = [n for n in fixed if n not in observed
             and not sample_sites[n]["infer"].get("_deterministic")]
     if data:
         raise ValueError(f"the model observes site(s) {data} itself (obs=...): NPE learns "
