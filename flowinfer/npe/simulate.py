@@ -131,7 +131,8 @@ def simulate(
         model: a Pyro model that samples every site when run plainly.
         observed: the name (or list of names) of the data site(s).
         num_simulations: how many pairs; with ``path``, the total the file should hold
-            (only the missing ones are simulated).
+            (only the missing ones are simulated, in whole chunks, so the file may hold a
+            few more; the first ``num_simulations`` are returned).
         model_args, model_kwargs: arguments of ``model``.
         latents: optional ``{latent site: (num_simulations, *shape)}`` values to simulate the
             data at (a proposal's draws) instead of drawing them from the prior.
@@ -224,6 +225,7 @@ def simulate(
         raise SimulationError(
             f"every simulation failed ({done.num_failed} raised, {done.num_nonfinite} gave "
             f"NaN/inf data){detail}")
-    if latents is None and len(done) > num_simulations and path is None:
+    # Whole chunks are simulated (and saved); the caller gets its budget, not a chunk more.
+    if latents is None and len(done) > num_simulations:
         done = done.head(num_simulations)
     return done

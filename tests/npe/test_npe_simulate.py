@@ -74,6 +74,12 @@ def test_file_campaign_resumes_and_appends(tmp_path):
     assert not torch.isin(more.latents["theta"][300:, 0], first.latents["theta"][:, 0]).any()
     again = simulate(gaussian_model, "x", 500, seed=0, chunk_size=100, path=path)
     assert torch.equal(again.observed["x"], more.observed["x"])
+    # A budget that ends inside a chunk: the file keeps the whole chunk, the caller gets
+    # its budget; a smaller budget reads the file's first draws.
+    odd = simulate(gaussian_model, "x", 550, seed=0, chunk_size=100, path=path)
+    assert len(odd) == 550 and len(Simulations.load(path)) == 600
+    fewer = simulate(gaussian_model, "x", 200, seed=0, chunk_size=100, path=path)
+    assert torch.equal(fewer.latents["theta"], first.latents["theta"][:200])
 
 
 def test_file_of_another_model_is_refused(tmp_path):
