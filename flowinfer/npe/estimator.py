@@ -147,8 +147,8 @@ class NPE:
         return pool if len(self.data_shape) > max(pool, default=-1) else ()
 
     def _training_tensors(self, sims: Simulations) -> tuple[Tensor, Tensor]:
-        u = self.info.to_unconstrained(sims.latents).to(torch.get_default_dtype())
-        x = self._pack_x(sims.observed)
+        u, keep = self.info.unconstrained_draws(sims.latents)
+        u, x = u[keep].to(torch.get_default_dtype()), self._pack_x(sims.observed)[keep]
         if self.theta_standardizer is None:
             self.theta_standardizer = Standardizer.fit(u, name="latent (unconstrained)")
             self.x_standardizer = Standardizer.fit(x, name=f"data ({', '.join(self.observed)})",

@@ -25,6 +25,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,9 +38,13 @@ from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 from torch.distributions import biject_to
 
+from flowinfer.npe.supports import check_fixed_supports, draws_outside, support_bounds
+
 __all__ = ["ModelInfo", "inspect_model", "check_site_names"]
 
 _ATTEMPTS = 10
+#: Extra plain runs that check that each bounded latent's support is the same on every run.
+_SUPPORT_RUNS = 2
 
 
 def check_site_names(value: Any, argument: str = "observed") -> list[str]:
@@ -151,6 +156,30 @@ class ModelInfo:
             check = check.reshape(value.shape[0], -1).all(-1)
             ok = check if ok is None else ok & check
         return ok
+
+    def unconstrained_draws(self, latents: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Simulated latents -> ``(u, keep)``: ``(N, latent_dim)`` unconstrained values and
+        the rows where ``u`` is finite (a draw on its support's edge, e.g. a Gamma draw that
+        underflowed to 0, maps to infinity; such draws are dropped with a warning).
+
+        Raises:
+            ValueError: draws outside the support found on the first plain run (a support
+                that changes between runs and slipped past the check in ``inspect_model``).
+        """
+        for name in self.latent_names:
+            bad = draws_outside(self.supports[name], latents[name])
+            if bad.any():
+                raise ValueError(f"{int(bad.sum())} simulated draws of latent site {name!r} "
+                                 f"lie outside its support {self.supports[name]} from the "
+                                 "first run: its support changes between runs; reparametrise "
+                                 "it (e.g. Uniform(0, a) as a * Uniform(0, 1))")
+        u = self.to_unconstrained(latents)
+        keep = torch.isfinite(u).all(-1)
+        if not keep.all():
+            warnings.warn(f"{int((~keep).sum())} of {len(keep)} simulated draws lie on the edge "
+                          "of a latent's support (infinite in unconstrained space) and are "
+                          "not used for training", stacklevel=3)
+        return u, keep
 
     def check_values(self, values: Any) -> tuple[dict[str, Tensor], torch.Size]:
         """``values`` ``{latent: (*batch, *shape)}`` flattened to ``{latent: (B, *shape)}``.
@@ -320,6 +349,10 @@ def inspect_model(model: Callable, observed: Any, args: tuple = (),
             f"latents={continuous} (the others are then simulated and marginalised), or make "
             "the discrete sites observed"
         )
+    if any(support_bounds(sample_sites[n]["fn"].support) for n in latents):
+        with torch.random.fork_rng():
+            again = [_plain_trace(model, args, kwargs) for _ in range(_SUPPORT_RUNS)]
+        check_fixed_supports(latents, trace, again)
     improper = [n for n in latents if isinstance(sample_sites[n]["fn"], dist.ImproperUniform)]
     if improper:
         raise ValueError(f"latent site(s) {improper} have a flat ImproperUniform prior; NPE "

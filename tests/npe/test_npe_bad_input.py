@@ -240,3 +240,36 @@ def test_every_draw_failing_is_an_error():
         fi.NPE(model, observed="x")
     with pytest.raises(SimulationError, match="every simulation failed"):
         simulate(model_ok_once, "x", 20, seed=0)
+
+
+def _random_bound():
+    a = pyro.sample("a", dist.Uniform(1.0, 3.0))
+    b = pyro.sample("b", dist.Uniform(0.0, a))
+    pyro.sample("x", dist.Normal(torch.stack([a, b], -1), 0.1).to_event(1))
+
+
+def test_support_that_changes_between_runs(counter):
+    with pytest.raises(ValueError, match="'b' has a support that changes from run to run"):
+        fi.NPE(_random_bound, "x")
+
+
+def _positive_model():
+    s = pyro.sample("s", dist.Gamma(2.0, 2.0))
+    pyro.sample("x", dist.Normal(s, 0.1))
+
+
+def test_draws_on_the_support_edge_are_dropped_and_draws_outside_refused():
+    npe = fi.NPE(_positive_model, "x", flow_options={"num_layers": 1, "hidden": (8,)})
+    sims = fi.simulate(_positive_model, "x", 200, seed=0)
+    edge = sims.latents["s"].clone()
+    edge[:3] = 0.0  # a Gamma draw that underflowed: log(0) is -inf in unconstrained space
+    with pytest.warns(UserWarning, match="3 of 200 simulated draws lie on the edge"):
+        npe.fit(simulations={"s": edge, "x": sims.observed["x"]}, epochs=1, seed=0,
+                progress=False)
+    assert torch.isfinite(torch.as_tensor(npe.results[-1].best_loss))
+    outside = sims.latents["s"].clone()
+    outside[5] = -1.5
+    fresh = fi.NPE(_positive_model, "x", flow_options={"num_layers": 1, "hidden": (8,)})
+    with pytest.raises(ValueError, match="1 simulated draws of latent site 's' lie outside"):
+        fresh.fit(simulations={"s": outside, "x": sims.observed["x"]}, epochs=1,
+                  progress=False)
