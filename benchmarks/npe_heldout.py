@@ -18,8 +18,9 @@ error of its difference to the first variant.
 Models: the four sbibm tasks of ``benchmarks/sbi.py`` and models written here that are in no
 benchmark: the conjugate Gaussian of ``tests/npe`` (trials), a bounded one (uniform,
 half-normal, simplex latents, narrow likelihood), an AR(1) series of 40 steps and a linear
-regression on 50 design points (high-dimensional data), and a hierarchical model in plates
-whose group effects are nuisances (40-d data, two latents inferred).
+regression on 50 design points (high-dimensional data), a hierarchical model in plates
+whose group effects are nuisances (40-d data, two latents inferred), and slcp with 92
+heavy-tailed uninformative columns beside its data.
 
 References:
     Papamakarios & Murray (2016), "Fast epsilon-free inference of simulation models with
@@ -84,7 +85,17 @@ def hierarchical(groups: int = 8, per_group: int = 5):
             pyro.sample("y", dist.Normal(eta, 0.5))
 
 
-#: name: (model, observed site, latent sites to infer or None for all)
+_DISTRACTOR_LOC = 3.0 * torch.randn(92, generator=torch.Generator().manual_seed(0))
+
+
+def slcp_with_distractors():
+    """slcp's data beside 92 uninformative heavy-tailed columns (Student-t, 2 degrees of
+    freedom, so their variance is infinite): the ideal score is slcp's."""
+    TASKS["slcp"][0]()
+    pyro.sample("noise", dist.StudentT(2.0, _DISTRACTOR_LOC, 1.0).to_event(1))
+
+
+#: name: (model, observed site(s), latent sites to infer or None for all)
 MODELS = {
     **{name: (model, "x", None) for name, (model, _) in TASKS.items()},
     "conjugate_gaussian": (gaussian_model, "x", None),
@@ -92,6 +103,7 @@ MODELS = {
     "ar1": (ar1, "x", None),
     "regression": (regression, "y", None),
     "hierarchical": (hierarchical, "y", ["mu", "tau"]),
+    "slcp_distractors": (slcp_with_distractors, ["x", "noise"], None),
 }
 
 

@@ -328,7 +328,8 @@ def inspect_model(model: Callable, observed: Any, args: tuple = (),
     free = [n for n, s in sample_sites.items() if not s["is_observed"]]
     fixed = [n for n, s in sample_sites.items() if s["is_observed"]]
     for name in names:
-        if name in fixed:
+        # A pyro.deterministic site (a summary statistic of the simulation) is data too.
+        if name in fixed and not sample_sites[name]["infer"].get("_deterministic"):
             raise ValueError(f"observed site {name!r} is already observed inside the model "
                              "(obs=...); NPE must simulate it: sample it with obs=None")
         if name not in sample_sites:

@@ -106,6 +106,28 @@ def test_load_refuses_a_model_with_other_nuisance_sites(tmp_path):
         fi.load(tmp_path / "npe.pt", model=extra_site)
 
 
+_DESIGN = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+
+
+def logistic_summaries():
+    """Binary outcomes (a discrete nuisance) summarised by a pyro.deterministic site."""
+    beta = pyro.sample("beta", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+    logits = (_DESIGN * beta.unsqueeze(-2)).sum(-1)
+    y = pyro.sample("y", dist.Bernoulli(logits=logits).to_event(1))
+    pyro.deterministic("stats", (y.unsqueeze(-1) * _DESIGN).sum(-2), event_dim=1)
+
+
+def test_a_deterministic_summary_can_be_the_data():
+    npe = fi.NPE(logistic_summaries, "stats", latents="beta", flow_options=SMALL)
+    assert npe.info.observed_shapes["stats"] == (3,) and npe.info.nuisance_names == ["y"]
+    npe.fit(num_simulations=200, epochs=1, seed=0, progress=False)
+    assert npe.simulations.vectorized
+    stats, beta = npe.simulations.observed["stats"], npe.simulations.latents["beta"]
+    # The summaries are recomputed on each draw, not frozen at the first run's value.
+    assert stats.unique(dim=0).shape[0] > 100 and beta.unique(dim=0).shape[0] == 200
+    assert npe.sample(10, x=stats[0])["beta"].shape == (10, 3)
+
+
 def test_sequential_rounds_refuse_a_nuisance_parent_before_simulating():
     npe = fi.NPE(nuisance_first, "y", latents="mu", flow_options=SMALL)
     with pytest.raises(ValueError, match=r"nuisance site\(s\) \['tau'\] are sampled before"):
