@@ -122,7 +122,7 @@ def run(name: str, budget: int, variants: list[dict], seed: int, test_size: int)
     rows, base = [], None
     for variant in variants:
         npe_kw = {k: v for k, v in variant.items() if k in ("flow", "flow_options", "embedding",
-                                                        "embedding_options")}
+                                                        "embedding_options", "combine")}
         fit_kw = {k: v for k, v in variant.items() if k not in npe_kw}
         torch.manual_seed(seed)
         npe = fi.NPE(model, observed=observed, latents=latents, constant_data="keep",

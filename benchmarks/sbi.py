@@ -371,6 +371,8 @@ def _variant(args) -> dict:
         npe["flow_options"] = tuples(options)
     if args.embedding:
         npe["embedding"] = args.embedding
+    if args.combine:
+        npe["combine"] = args.combine
     if args.batch_size:
         fit["batch_size"] = args.batch_size
     if args.lr:
@@ -395,6 +397,7 @@ def main(argv=None) -> None:
     parser.add_argument("--flow", default=None, help="flow name (default: NPE's)")
     parser.add_argument("--flow-options", default="{}", help='JSON, e.g. {"num_layers": 8}')
     parser.add_argument("--embedding", default=None, help="embedding name (default: NPE's)")
+    parser.add_argument("--combine", default=None, help="best or mixture (default: NPE's)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--gaussian-check", action="store_true",

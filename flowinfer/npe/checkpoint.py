@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
+from flowinfer.npe.mixture import CandidateEmbedding, MixtureFlow
 from flowinfer.npe.options import plain, tuples
 from flowinfer.npe.standardize import Standardizer
 
@@ -32,7 +33,46 @@ def npe_record(npe: Any) -> dict[str, Any]:
         "x_standardizer": {k: v.detach() for k, v in npe.x_standardizer.state_dict().items()},
         "constant_data": npe.constant_data,
         "num_simulations": 0 if npe.simulations is None else len(npe.simulations),
+        **({"mixture": _mixture_record(npe)} if isinstance(npe.flow, MixtureFlow) else {}),
     }
+
+
+def _state(module: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach() for k, v in module.state_dict().items()}
+
+
+def _mixture_record(npe: Any) -> dict[str, Any]:
+    flows, embeddings = npe.flow.flows, npe.embedding.embeddings
+    return {"weights": npe.flow.weights.detach(), "sizes": list(npe.flow.sizes),
+            "components": [{"kind": kind, "options": plain(options),
+                            "embedding_state": _state(e), "flow_config": plain(f.config),
+                            "flow_state": _state(f)}
+                           for (kind, options), e, f in zip(
+                               npe.embedding_options["components"], embeddings, flows,
+                               strict=True)]}
+
+
+def _rebuild_mixture(npe: Any, first_flow: nn.Module, mixture: dict[str, Any]) -> None:
+    from flowinfer.npe.embeddings import make_embedding
+    from flowinfer.npe.selection import Candidate
+    from flowinfer.registry import build_flow
+
+    embeddings, flows = [], []
+    for k, part in enumerate(mixture["components"]):
+        net, _, _ = make_embedding(part["kind"], tuples(part["options"]), npe.data_shape)
+        net.load_state_dict(part["embedding_state"])
+        cfg = part["flow_config"]
+        flow = first_flow if k == 0 else build_flow(
+            cfg["name"], dim=cfg["dim"], context_dim=cfg["context_dim"], base=cfg["base"],
+            **tuples(cfg["hyper"]))
+        flow.load_state_dict(part["flow_state"])
+        embeddings.append(net)
+        flows.append(flow)
+    options = {"weights": [float(w) for w in mixture["weights"]],
+               "components": [(p["kind"], tuples(p["options"]))
+                              for p in mixture["components"]]}
+    npe._use(Candidate(CandidateEmbedding(embeddings, mixture["sizes"]), "mixture", options,
+                       MixtureFlow(flows, mixture["sizes"], mixture["weights"])))
 
 
 def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
@@ -49,15 +89,18 @@ def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
                          "rebuild it with NPE.from_checkpoint(..., embedding=<a module of "
                          "the same class>)")
     config = flow.config
+    mixture = record.get("mixture")
+    part = mixture["components"][0] if mixture else {"kind": record["embedding"],
+                                                     "options": record["embedding_options"]}
     # Older records have no nuisance sites: every free site was a latent.
     latents = record["latent_names"] if "nuisance_names" in record else None
     try:
         npe = cls(model, record["observed"], latents=latents, model_args=model_args,
                   model_kwargs=model_kwargs, flow=config["name"],
                   flow_options=tuples(config["hyper"]),
-                  embedding=embedding if embedding is not None else record["embedding"],
+                  embedding=embedding if embedding is not None else part["kind"],
                   embedding_options=None if embedding is not None
-                  else tuples(record["embedding_options"]),
+                  else tuples(part["options"]), combine="mixture" if mixture else "best",
                   constant_data=record.get("constant_data", "error"))
     except ValueError as err:
         raise ValueError(f"{path}: the saved NPE (latent sites {record['latent_names']}, "
@@ -75,11 +118,14 @@ def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
                          f"{flow.context_dim}) does not fit this model (dim "
                          f"{npe.flow.dim}, context {npe.flow.context_dim})")
     try:
-        npe.embedding.load_state_dict(record["embedding_state"])
+        if mixture:
+            _rebuild_mixture(npe, flow, mixture)
+        else:
+            npe.embedding.load_state_dict(record["embedding_state"])
+            npe.flow = flow
     except RuntimeError as err:
         raise ValueError(f"{path}: the saved embedding does not fit: "
                          f"{' '.join(str(err).split())}") from None
-    npe.flow = flow
     ts, xs = record["theta_standardizer"], record["x_standardizer"]
     npe.theta_standardizer = Standardizer(ts["mean"], ts["std"])
     npe.x_standardizer = Standardizer(xs["mean"], xs["std"])

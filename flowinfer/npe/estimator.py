@@ -39,17 +39,15 @@ from torch import Tensor, nn
 from flowinfer.checks import check_choice, check_int
 from flowinfer.npe.checkpoint import npe_record, rebuild_npe
 from flowinfer.npe.chunks import make_spec
-from flowinfer.npe.loss import NPELoss
 from flowinfer.npe.options import (
     DEFAULT_FLOW,
     DEFAULT_TRAINING,
-    auto_batch,
     given_simulations,
     posterior_flow_options,
     round_budgets,
     training_options,
 )
-from flowinfer.npe.selection import Candidate, embedding_candidates, select_embedding
+from flowinfer.npe.selection import Candidate, embedding_candidates
 from flowinfer.npe.simulate import Simulations, simulate
 from flowinfer.npe.sites import inspect_model
 from flowinfer.npe.standardize import Standardizer
@@ -83,6 +81,9 @@ class NPE:
             concatenated first.
         embedding_options: keyword arguments of the named embedding (of both MLPs for
             ``"auto"``; ``skip`` there picks one).
+        combine: with several ``"auto"`` candidates, ``"best"`` (default) keeps the one with
+            the lowest validation loss, ``"mixture"`` keeps all, weighted to maximise the
+            validation likelihood (:mod:`flowinfer.npe.mixture`).
         constant_data: ``"error"`` (default) raises when a data column is the same in every
             simulation; ``"keep"`` leaves such columns unscaled.
 
@@ -105,6 +106,7 @@ class NPE:
         flow_options: dict | None = None,
         embedding: str | nn.Module = "auto",
         embedding_options: dict | None = None,
+        combine: str = "best",
         constant_data: str = "error",
     ) -> None:
         if not isinstance(model_args, tuple):
@@ -114,6 +116,7 @@ class NPE:
         self.model, self.model_args = model, model_args
         self.model_kwargs = dict(model_kwargs or {})
         self.constant_data = check_choice(constant_data, "constant_data", _CONSTANT)
+        self.combine = check_choice(combine, "combine", ("best", "mixture"))
         self.info = inspect_model(model, observed, model_args, self.model_kwargs, latents)
         self.observed = list(self.info.observed_names)
         names = self.info.observed_names
@@ -270,29 +273,9 @@ class NPE:
         self.embedding_kind, self.embedding_options = candidate.kind, candidate.options
 
     def _train(self, sims: Simulations, train: dict, seed: int, progress: bool | None):
-        if len(self._candidates) > 1:
-            return select_embedding(self, lambda: self._train_one(sims, train, seed, progress))
-        return self._train_one(sims, train, seed, progress)
+        from flowinfer.npe.training import train_round
 
-    def _train_one(self, sims: Simulations, train: dict, seed: int, progress: bool | None):
-        from flowinfer.train import fit
-
-        z, x = self._training_tensors(sims)
-        batch = train["batch_size"] or auto_batch(z.shape[0])
-        self.flow.train()
-        self.embedding.train()
-        start = time.perf_counter()
-        result = fit(NPELoss(self.flow, self.embedding), [self.flow, self.embedding],
-                     data=(z, x), val_fraction=train["val_fraction"], epochs=train["epochs"],
-                     batch_size=batch, lr=train["lr"], weight_decay=train["weight_decay"],
-                     schedule=DEFAULT_TRAINING["schedule"],
-                     clip_grad=DEFAULT_TRAINING["clip_grad"], patience=train["patience"],
-                     seed=seed, progress_bar=progress, desc="NPE")
-        self.timings["training"] += time.perf_counter() - start
-        self.flow.eval()
-        self.embedding.eval()
-        self.results.append(result)
-        return result
+        return train_round(self, sims, train, seed, progress)
 
     # ------------------------------------------------------------------ posterior
     def _check_fitted(self) -> None:
@@ -387,10 +370,11 @@ class NPE:
         """The flow and what rebuilds the estimator around it (used by ``fi.save``).
 
         Returns ``{"flow": flow, "object": record}``; the record holds only tensors and
-        plain values (the embedding's and standardisers' states, the site names).
+        plain values (the embedding's and standardisers' states, the site names; for a
+        mixture the first component is ``flow`` and the record holds the others).
         """
         self._check_fitted()
-        return {"flow": self.flow, "object": npe_record(self)}
+        return {"flow": getattr(self.flow, "flows", [self.flow])[0], "object": npe_record(self)}
 
     @classmethod
     def from_checkpoint(cls, flow: nn.Module, record: dict[str, Any], *, model: Callable = None,

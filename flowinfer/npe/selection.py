@@ -24,9 +24,11 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from flowinfer.npe.embeddings import check_embedding, make_embedding
+from flowinfer.npe.mixture import CandidateEmbedding, MixtureFlow, mixture_weights
 
 __all__ = ["AUTO_CANDIDATES", "Candidate", "embedding_candidates", "select_embedding"]
 
@@ -72,12 +74,16 @@ def embedding_candidates(embedding: Any, options: dict | None, data_shape: Seque
     return out
 
 
-def select_embedding(npe: Any, train_one: Callable[[], Any]) -> Any:
-    """Train each of ``npe``'s candidates with ``train_one`` and keep the best.
+def select_embedding(npe: Any, train_one: Callable[[], Any],
+                     validation: Callable[[], tuple[Tensor, Tensor]] | None = None) -> Any:
+    """Train each of ``npe``'s candidates with ``train_one`` and keep the best (or, with
+    ``npe.combine == "mixture"``, all of them as a mixture weighted on ``validation()``,
+    the standardised validation pairs ``(z, x)``).
 
-    Sets ``npe.embedding``, ``npe.flow`` and their description to the winner's, records
-    ``npe.selection = {"candidates", "val_loss", "chosen", "results"}`` (every candidate's
-    ``FitResult``), keeps only the winner's run in ``npe.results`` and returns it.
+    Sets ``npe.embedding``, ``npe.flow`` and their description to the winner's (or the
+    mixture's), records ``npe.selection = {"candidates", "val_loss", "chosen", "results"}``
+    (every candidate's ``FitResult``; ``"weights"`` for a mixture), keeps only the winner's
+    run in ``npe.results`` and returns it.
     """
     before, results = len(npe.results), []
     for candidate in npe._candidates:
@@ -86,11 +92,34 @@ def select_embedding(npe: Any, train_one: Callable[[], Any]) -> Any:
     # A run that never reached a finite validation loss cannot win.
     losses = [float(r.best_loss) if math.isfinite(r.best_loss) else math.inf for r in results]
     best = min(range(len(losses)), key=losses.__getitem__)
-    npe._use(npe._candidates[best])
     npe.selection = {"candidates": [c.label for c in npe._candidates], "val_loss": losses,
                      "chosen": npe._candidates[best].label, "results": results}
-    npe._candidates = [npe._candidates[best]]
+    if getattr(npe, "combine", "best") == "mixture" and validation is not None:
+        chosen = _mixture(npe._candidates, validation())
+        npe.selection.update(chosen="mixture", weights=chosen.options["weights"])
+    else:
+        chosen = npe._candidates[best]
+    npe._use(chosen)
+    npe._candidates = [chosen]
     # npe.results holds the chosen estimator's runs, one per round.
     del npe.results[before:]
     npe.results.append(results[best])
     return results[best]
+
+
+@torch.no_grad()
+def _mixture(candidates: list[Candidate], validation: tuple[Tensor, Tensor]) -> Candidate:
+    z, x = validation
+    sizes, log_q = [], []
+    for c in candidates:
+        c.flow.eval()
+        c.embedding.eval()
+        context = c.embedding(x)
+        sizes.append(context.shape[-1])
+        log_q.append(c.flow.log_prob(z, context))
+    weights = mixture_weights(torch.stack(log_q))
+    embedding = CandidateEmbedding([c.embedding for c in candidates], sizes)
+    flow = MixtureFlow([c.flow for c in candidates], sizes, weights)
+    return Candidate(embedding, "mixture", {"weights": [float(w) for w in weights],
+                                            "components": [(c.kind, c.options)
+                                                           for c in candidates]}, flow)

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from flowinfer.train.checkpoint import (
     check_checkpoint_paths,
@@ -28,14 +29,23 @@ def _split(data: Batch, val_data: Batch | None, val_fraction: float,
         return data, val_data
     if val_fraction == 0:
         return data, None
-    n = data[0].shape[0]
+    train_idx, val_idx = split_rows(data[0].shape[0], val_fraction, generator)
+    return tuple(t[train_idx] for t in data), tuple(t[val_idx] for t in data)
+
+
+def split_rows(n: int, val_fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(training, validation) row indices of ``n`` rows, as ``fit`` splits them.
+
+    ``fit(..., seed=s)`` uses ``torch.Generator(device).manual_seed(s)`` (one process), so
+    ``split_rows(n, val_fraction, torch.Generator().manual_seed(s))`` names its validation
+    rows (NPE's ``combine="mixture"`` fits its weights on them).
+    """
     n_val = max(1, round(n * val_fraction))
     if n - n_val < 1:
         raise ValueError(f"data has {n} rows: too few to hold out val_fraction={val_fraction} "
                          "and keep a training row; pass more data or val_fraction=0")
-    order = torch.randperm(n, generator=generator, device=data[0].device)
-    val_idx, train_idx = order[:n_val], order[n_val:]
-    return tuple(t[train_idx] for t in data), tuple(t[val_idx] for t in data)
+    order = torch.randperm(n, generator=generator, device=generator.device)
+    return order[n_val:], order[:n_val]
 
 
 def run_minibatch(run: Run, data: Batch, val_data: Batch | None, val_fraction: float, epochs: int,
