@@ -43,7 +43,8 @@ def _state(module: nn.Module) -> dict[str, Tensor]:
 
 def _mixture_record(npe: Any) -> dict[str, Any]:
     flows, embeddings = npe.flow.flows, npe.embedding.embeddings
-    return {"weights": npe.flow.weights.detach(), "sizes": list(npe.flow.sizes),
+    return {"weights": npe.flow.weights.detach(), "log_weights": npe.flow.log_weights.detach(),
+            "sizes": list(npe.flow.sizes),
             "components": [{"kind": kind, "options": plain(options),
                             "embedding_state": _state(e), "flow_config": plain(f.config),
                             "flow_state": _state(f)}
@@ -71,8 +72,11 @@ def _rebuild_mixture(npe: Any, first_flow: nn.Module, mixture: dict[str, Any]) -
     options = {"weights": [float(w) for w in mixture["weights"]],
                "components": [(p["kind"], tuples(p["options"]))
                               for p in mixture["components"]]}
+    mixed = MixtureFlow(flows, mixture["sizes"], mixture["weights"])
+    if "log_weights" in mixture:  # exactly the saved ones, not re-rounded
+        mixed.log_weights.copy_(mixture["log_weights"])
     npe._use(Candidate(CandidateEmbedding(embeddings, mixture["sizes"]), "mixture", options,
-                       MixtureFlow(flows, mixture["sizes"], mixture["weights"])))
+                       mixed))
 
 
 def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,

@@ -73,17 +73,18 @@ class NPE:
         flow_options: hyper-parameters of the flow (default ``num_layers=5, hidden=(64, 64),
             bins=8``).
         embedding: ``"auto"`` (default: an MLP that passes the data on beside its
-            features and one that does not are both trained on the same split, and the one
-            with the lower validation loss is kept, see ``npe.selection``), ``"mlp"``,
+            features and one that does not are both trained on the same split and combined,
+            see ``combine`` and ``npe.selection``), ``"mlp"``,
             ``"deepset"`` (i.i.d. trials), ``"conv"`` or ``"gru"`` (time series),
             ``"identity"``, or any ``nn.Module`` mapping ``(batch, *data_shape)`` to
             ``(batch, k)``. With several observed sites the data are flattened and
             concatenated first.
         embedding_options: keyword arguments of the named embedding (of both MLPs for
             ``"auto"``; ``skip`` there picks one).
-        combine: with several ``"auto"`` candidates, ``"best"`` (default) keeps the one with
-            the lowest validation loss, ``"mixture"`` keeps all, weighted to maximise the
-            validation likelihood (:mod:`flowinfer.npe.mixture`).
+        combine: with several ``"auto"`` candidates, ``"mixture"`` (default) keeps all of
+            them, weighted to maximise the validation likelihood
+            (:mod:`flowinfer.npe.mixture`); ``"best"`` keeps the one with the lowest
+            validation loss.
         constant_data: ``"error"`` (default) raises when a data column is the same in every
             simulation; ``"keep"`` leaves such columns unscaled.
 
@@ -106,7 +107,7 @@ class NPE:
         flow_options: dict | None = None,
         embedding: str | nn.Module = "auto",
         embedding_options: dict | None = None,
-        combine: str = "best",
+        combine: str = "mixture",
         constant_data: str = "error",
     ) -> None:
         if not isinstance(model_args, tuple):

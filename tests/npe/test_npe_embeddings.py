@@ -96,7 +96,7 @@ def test_saved_npe_keeps_its_embedding_layout(tmp_path):
 
 
 def test_auto_embedding_keeps_the_candidate_with_the_lower_validation_loss():
-    npe = fi.NPE(iid_model, "x", flow_options=SMALL)
+    npe = fi.NPE(iid_model, "x", flow_options=SMALL, combine="best")
     assert npe.selection is None
     npe.fit(num_simulations=300, epochs=3, seed=0, progress=False)
     sel = npe.selection

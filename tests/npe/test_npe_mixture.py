@@ -55,8 +55,8 @@ def test_mixture_flow_draws_follow_its_density():
 @pytest.fixture(scope="module")
 def mixed():
     torch.manual_seed(0)
-    npe = fi.NPE(bounded_model, "x", combine="mixture",
-                 flow_options={"num_layers": 2, "hidden": (16,)})
+    npe = fi.NPE(bounded_model, "x", flow_options={"num_layers": 2, "hidden": (16,)})
+    assert npe.combine == "mixture"  # the default
     npe.fit(num_simulations=400, epochs=5, seed=0, progress=False)
     return npe
 
