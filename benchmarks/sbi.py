@@ -302,11 +302,17 @@ def _figure(rows, path):
         for method, color in (("NPE", "C0"), ("SNPE", "C1")):
             ax.plot(BUDGETS, PUBLISHED[task][method], "--", color=color, marker="s", ms=3,
                     alpha=0.6, label=f"sbi {method} (published)")
-            mine = sorted((r["budget"], r["c2st_mean"]) for r in rows
-                          if r["task"] == task and r["method"] == method)
-            if mine:
-                ax.plot(*zip(*mine, strict=True), "-", color=color, marker="o",
-                        label=f"flowinfer {method}")
+            variants = sorted({r.get("variant", "default") for r in rows
+                               if r["task"] == task and r["method"] == method},
+                              key=lambda v: v != "default")
+            for k, variant in enumerate(variants):
+                mine = sorted((r["budget"], r["c2st_mean"]) for r in rows
+                              if r["task"] == task and r["method"] == method
+                              and r.get("variant", "default") == variant)
+                ax.plot(*zip(*mine, strict=True), "-" if k == 0 else ":", color=color,
+                        marker="o" if k == 0 else "x",
+                        label=f"flowinfer {method}" + ("" if variant == "default"
+                                                       else f" ({variant})"))
         ax.set_xscale("log")
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("simulations")
@@ -404,16 +410,24 @@ def main(argv=None) -> None:
                         help="only the conjugate-Gaussian check of the training defaults")
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--schedule", default=None, help="cosine, plateau or none")
-    parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+    parser.add_argument("--merge", nargs="+", default=None, metavar="DIR[:VARIANT]",
                         help="only write the report (table and figure) into --out from the "
-                             "results.jsonl of these earlier runs' --out folders")
+                             "results.jsonl of these earlier runs' --out folders; "
+                             "':VARIANT' relabels a folder's rows (runs made under an "
+                             "earlier default)")
     args = parser.parse_args(argv)
     if args.merge:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        lines = [line for d in args.merge
-                 for line in (Path(d) / "results.jsonl").read_text().splitlines() if line]
-        (out / "results.jsonl").write_text("\n".join(lines) + "\n")
+        rows = []
+        for item in args.merge:
+            folder, _, label = item.partition(":")
+            for line in (Path(folder) / "results.jsonl").read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    row["variant"] = label or row.get("variant", "default")
+                    rows.append(json.dumps(row))
+        (out / "results.jsonl").write_text("\n".join(rows) + "\n")
         print(write_report(out))
         return
     if args.gaussian_check:
