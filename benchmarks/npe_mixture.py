@@ -1,15 +1,16 @@
 """Would mixing the two ``embedding="auto"`` candidates beat keeping the better one?
 
 ``"auto"`` trains an MLP embedding that passes the data beside its features and one that
-does not, on the same simulations and split, and keeps the one with the lower validation
-loss. Runs that differ only in their initialisation differ by 0.1-0.3 nats of held-out
-density at 1,000 simulations, so the two candidates' errors may be partly independent, and
-the mixture ``w q_skip + (1 - w) q_noskip`` (``w`` fitted on the same validation split
-that picks the winner; ``w`` in {0, 1} is the current choice) could be closer to the
-posterior than either. This script measures it before anything is built: held-out
-``-log q(theta | x)`` on 20,000 fresh simulations (``benchmarks/npe_heldout.py`` explains the
-score) for the kept candidate, the fitted mixture and the equal mixture, with paired
-standard errors of the differences to the kept candidate.
+does not, on the same simulations and split; ``combine="best"`` keeps the one with the
+lower validation loss. Runs that differ only in their initialisation differ by 0.1-0.3
+nats of held-out density at 1,000 simulations, so the two candidates' errors may be partly
+independent, and the mixture ``w q_skip + (1 - w) q_noskip`` (``w`` fitted on the same
+validation split that picks the winner; ``w`` in {0, 1} is ``"best"``'s choice) could be
+closer to the posterior than either. This script measured it before ``combine="mixture"``
+was built (NPE's default now): held-out ``-log q(theta | x)`` on 20,000 fresh simulations
+(``benchmarks/npe_heldout.py`` explains the score) for the kept candidate, the fitted
+mixture and the equal mixture, with paired standard errors of the differences to the kept
+candidate.
 
     python benchmarks/npe_mixture.py --budgets 1000 --seeds 0 1
 """
