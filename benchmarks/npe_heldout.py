@@ -115,6 +115,27 @@ def heldout_nll(npe, sims) -> torch.Tensor:
                           for zb, xb in zip(z.split(5000), x.split(5000), strict=True)])
 
 
+def capped(nll: torch.Tensor) -> torch.Tensor:
+    """Non-finite scores (a pair the estimator gives zero density) count as 1000 nats."""
+    return torch.where(torch.isfinite(nll), nll, torch.full_like(nll, 1e3))
+
+
+def paired(nll: torch.Tensor, base: torch.Tensor) -> dict[str, float]:
+    """Mean score, and the mean and standard error of its paired difference to ``base``."""
+    diff = nll - base
+    return {"nll": float(nll.mean()), "diff": float(diff.mean()),
+            "diff_se": float(diff.std() / len(diff) ** 0.5)}
+
+
+def common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options this script shares with ``npe_mixture.py``."""
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--budgets", nargs="+", type=int, default=[1000])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--test-size", type=int, default=20_000)
+    parser.add_argument("--out", default=None, help="append rows to this JSONL file")
+
+
 def run(name: str, budget: int, variants: list[dict], seed: int, test_size: int) -> list[dict]:
     model, observed, latents = MODELS[name]
     test = fi.simulate(model, observed, test_size, seed=10_000 + seed, progress=False,
@@ -130,13 +151,10 @@ def run(name: str, budget: int, variants: list[dict], seed: int, test_size: int)
         start = time.perf_counter()
         npe.fit(num_simulations=budget, seed=seed, progress=False, **fit_kw)
         seconds = time.perf_counter() - start
-        nll = heldout_nll(npe, test)
-        nll = torch.where(torch.isfinite(nll), nll, torch.full_like(nll, 1e3))
+        nll = capped(heldout_nll(npe, test))
         base = nll if base is None else base
-        diff = nll - base
         row = {"model": name, "budget": budget, "seed": seed, "variant": variant,
-               "nll": float(nll.mean()), "diff": float(diff.mean()),
-               "diff_se": float(diff.std() / len(diff) ** 0.5),
+               **paired(nll, base),
                "epochs": len(npe.results[-1].history["train_loss"]), "seconds": seconds,
                "chosen": (npe.selection or {}).get("chosen")}
         rows.append(row)
@@ -148,13 +166,9 @@ def run(name: str, budget: int, variants: list[dict], seed: int, test_size: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--budgets", nargs="+", type=int, default=[1000])
+    common_arguments(parser)
     parser.add_argument("--variants", nargs="+", default=["{}"],
                         help="JSON NPE/fit options per variant; the first is the baseline")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--test-size", type=int, default=20_000)
-    parser.add_argument("--out", default=None, help="append rows to this JSONL file")
     args = parser.parse_args()
     torch.set_num_threads(1)
     variants = []

@@ -28,10 +28,9 @@ sys.path.insert(0, str(ROOT / "tests" / "npe"))
 from test_npe_nuisance import (  # noqa: E402
     GROUPS,
     PER_GROUP,
-    SIGMA,
-    TAU,
     exact_mu_posterior,
     hierarchical,
+    simulated_groups,
 )
 
 import flowinfer as fi  # noqa: E402
@@ -59,8 +58,7 @@ def main() -> None:
               f"{val[best]:.3f} at epoch {best + 1} of {len(val)}; ideal {ideal:.3f}")
         g = torch.Generator().manual_seed(3)
         for mu in (-1.0, 2.5):
-            eta = mu + TAU * torch.randn(GROUPS, generator=g)
-            y = eta + SIGMA * torch.randn(PER_GROUP, GROUPS, generator=g)
+            y = simulated_groups(mu, g)
             mean, sd = exact_mu_posterior(y)
             draws = npe.sample(4000, x=y)["mu"]
             print(f"  mu {mu:+.1f}: NPE mean {float(draws.mean()):.3f} sd "

@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from npe_heldout import MODELS, heldout_nll  # noqa: E402
+from npe_heldout import MODELS, capped, common_arguments, heldout_nll, paired  # noqa: E402
 
 import flowinfer as fi  # noqa: E402
 from flowinfer.npe.options import DEFAULT_TRAINING  # noqa: E402
@@ -62,29 +62,21 @@ def run(name: str, budget: int, seed: int, test_size: int) -> dict:
     grid = [i / 100 for i in range(101)]
     w = min(grid, key=lambda v: float(_mixture_nll(*val_nll, v).mean()))
     kept = 1.0 if float(val_nll[0].mean()) <= float(val_nll[1].mean()) else 0.0
-    base = _mixture_nll(*test_nll, kept)
+    base = capped(_mixture_nll(*test_nll, kept))
     row = {"model": name, "budget": budget, "seed": seed, "weight_skip": w,
            "kept": "skip" if kept else "noskip"}
     for label, weight in (("kept", kept), ("fitted", w), ("equal", 0.5)):
-        nll = _mixture_nll(*test_nll, weight)
-        nll = torch.where(torch.isfinite(nll), nll, torch.full_like(nll, 1e3))
-        diff = nll - base
-        row[f"{label}_nll"] = float(nll.mean())
-        row[f"{label}_diff"] = float(diff.mean())
-        row[f"{label}_se"] = float(diff.std() / len(diff) ** 0.5)
+        scores = paired(capped(_mixture_nll(*test_nll, weight)), base)
+        row.update({f"{label}_{key}": value for key, value in scores.items()})
     print(f"{name} {budget} seed {seed}: kept {row['kept']} nll {row['kept_nll']:.3f}; "
-          f"fitted w={w:.2f} {row['fitted_diff']:+.3f} +- {row['fitted_se']:.3f}; equal "
-          f"{row['equal_diff']:+.3f} +- {row['equal_se']:.3f}", flush=True)
+          f"fitted w={w:.2f} {row['fitted_diff']:+.3f} +- {row['fitted_diff_se']:.3f}; equal "
+          f"{row['equal_diff']:+.3f} +- {row['equal_diff_se']:.3f}", flush=True)
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--budgets", nargs="+", type=int, default=[1000])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--test-size", type=int, default=20_000)
-    parser.add_argument("--out", default=None, help="append rows to this JSONL file")
+    common_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)
     for budget in args.budgets:

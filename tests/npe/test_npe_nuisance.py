@@ -30,6 +30,12 @@ def exact_mu_posterior(y: torch.Tensor) -> tuple[float, float]:
     return float(y.mean(0).sum() / v / precision), precision**-0.5
 
 
+def simulated_groups(mu: float, generator: torch.Generator) -> torch.Tensor:
+    """One data set ``(PER_GROUP, GROUPS)`` of the hierarchical model at ``mu``."""
+    eta = mu + TAU * torch.randn(GROUPS, generator=generator)
+    return eta + SIGMA * torch.randn(PER_GROUP, GROUPS, generator=generator)
+
+
 def mixture_noise():
     """A simulator with a discrete switch inside: half the draws are 10x less noisy."""
     theta = pyro.sample("theta", dist.Uniform(-3.0 * torch.ones(2), 3.0).to_event(1))
@@ -145,8 +151,7 @@ def test_marginal_posterior_of_a_hierarchical_model():
     npe.fit(num_simulations=20_000, seed=0, progress=False)
     g = torch.Generator().manual_seed(3)
     for mu in (-1.0, 2.5):
-        eta = mu + TAU * torch.randn(GROUPS, generator=g)
-        y = eta + SIGMA * torch.randn(PER_GROUP, GROUPS, generator=g)
+        y = simulated_groups(mu, g)
         mean, sd = exact_mu_posterior(y)
         draws = npe.sample(4000, x=y)["mu"]
         # An accuracy target, not a Monte Carlo bound (the flow is an approximation): half
