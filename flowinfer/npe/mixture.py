@@ -104,7 +104,9 @@ class MixtureFlow(nn.Module):
         return list(context.split(self.sizes, dim=-1))
 
     def log_prob(self, z: Tensor, context: Tensor) -> Tensor:
-        terms = [lw + f.log_prob(z, c) for lw, f, c in
+        # A component that fails somewhere (NaN) gives zero density there, not NaN overall.
+        terms = [torch.nan_to_num(lw + f.log_prob(z, c), nan=-math.inf, posinf=math.inf,
+                                  neginf=-math.inf) for lw, f, c in
                  zip(self.log_weights, self.flows, self._pieces(context), strict=True)
                  if torch.isfinite(lw)]
         return torch.logsumexp(torch.stack(terms), 0)

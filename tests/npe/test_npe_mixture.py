@@ -92,3 +92,19 @@ def test_mixture_round_trip_and_support(mixed, tmp_path):
 def test_combine_is_checked():
     with pytest.raises(ValueError, match="combine"):
         fi.NPE(bounded_model, "x", combine="average")
+
+
+def test_a_component_that_fails_somewhere_gives_zero_density_there():
+    class Failing(torch.nn.Module):
+        dim, config = 1, {"name": "stub"}
+
+        def log_prob(self, z, context):
+            return torch.where(z[..., 0] > 0, torch.nan, 0.0)
+
+    good = fi.build_flow("nsf", dim=1, context_dim=1, num_layers=1, hidden=(8,))
+    mixture = MixtureFlow([good, Failing()], [1, 1], torch.tensor([0.5, 0.5]))
+    z = torch.tensor([[-1.0], [1.0]])
+    lp = mixture.log_prob(z, torch.zeros(2, 2))
+    expected = good.log_prob(z, torch.zeros(2, 1)) + math.log(0.5)
+    assert torch.isfinite(lp).all()
+    assert torch.allclose(lp[1], expected[1])  # only the good component counts there
