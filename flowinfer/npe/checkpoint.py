@@ -27,10 +27,9 @@ def npe_record(npe: Any) -> dict[str, Any]:
         "nuisance_names": list(npe.info.nuisance_names),
         "embedding": npe.embedding_kind,
         "embedding_options": plain(npe.embedding_options),
-        "embedding_state": {k: v.detach() for k, v in npe.embedding.state_dict().items()},
-        "theta_standardizer": {k: v.detach() for k, v in
-                               npe.theta_standardizer.state_dict().items()},
-        "x_standardizer": {k: v.detach() for k, v in npe.x_standardizer.state_dict().items()},
+        "embedding_state": _state(npe.embedding),
+        "theta_standardizer": _state(npe.theta_standardizer),
+        "x_standardizer": _state(npe.x_standardizer),
         "constant_data": npe.constant_data,
         "num_simulations": 0 if npe.simulations is None else len(npe.simulations),
         **({"mixture": _mixture_record(npe)} if isinstance(npe.flow, MixtureFlow) else {}),
@@ -43,8 +42,7 @@ def _state(module: nn.Module) -> dict[str, Tensor]:
 
 def _mixture_record(npe: Any) -> dict[str, Any]:
     flows, embeddings = npe.flow.flows, npe.embedding.embeddings
-    return {"weights": npe.flow.weights.detach(), "log_weights": npe.flow.log_weights.detach(),
-            "sizes": list(npe.flow.sizes),
+    return {"log_weights": npe.flow.log_weights.detach(), "sizes": list(npe.flow.sizes),
             "components": [{"kind": kind, "options": plain(options),
                             "embedding_state": _state(e), "flow_config": plain(f.config),
                             "flow_state": _state(f)}
@@ -54,27 +52,24 @@ def _mixture_record(npe: Any) -> dict[str, Any]:
 
 
 def _rebuild_mixture(npe: Any, first_flow: nn.Module, mixture: dict[str, Any]) -> None:
+    from flowinfer.io import from_checkpoint
     from flowinfer.npe.embeddings import make_embedding
     from flowinfer.npe.selection import Candidate
-    from flowinfer.registry import build_flow
 
     embeddings, flows = [], []
     for k, part in enumerate(mixture["components"]):
         net, _, _ = make_embedding(part["kind"], tuples(part["options"]), npe.data_shape)
         net.load_state_dict(part["embedding_state"])
-        cfg = part["flow_config"]
-        flow = first_flow if k == 0 else build_flow(
-            cfg["name"], dim=cfg["dim"], context_dim=cfg["context_dim"], base=cfg["base"],
-            **tuples(cfg["hyper"]))
-        flow.load_state_dict(part["flow_state"])
+        flow = first_flow if k == 0 else from_checkpoint(
+            {"config": part["flow_config"], "state_dict": part["flow_state"]})
         embeddings.append(net)
         flows.append(flow)
-    options = {"weights": [float(w) for w in mixture["weights"]],
+    log_weights = mixture["log_weights"]
+    options = {"weights": [float(w) for w in log_weights.exp()],
                "components": [(p["kind"], tuples(p["options"]))
                               for p in mixture["components"]]}
-    mixed = MixtureFlow(flows, mixture["sizes"], mixture["weights"])
-    if "log_weights" in mixture:  # exactly the saved ones, not re-rounded
-        mixed.log_weights.copy_(mixture["log_weights"])
+    mixed = MixtureFlow(flows, mixture["sizes"], log_weights.exp())
+    mixed.log_weights.copy_(log_weights)  # exactly the saved ones, not re-rounded
     npe._use(Candidate(CandidateEmbedding(embeddings, mixture["sizes"]), "mixture", options,
                        mixed))
 

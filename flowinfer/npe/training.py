@@ -42,18 +42,20 @@ def train_round(npe: Any, sims: Simulations, train: dict, seed: int,
                 progress: bool | None) -> Any:
     """Train ``npe`` on ``sims`` (every candidate first, if it still has several); returns
     the kept run's ``FitResult``."""
+    # Standardised once: every candidate and the mixture's weights use the same pairs.
+    z, x = npe._training_tensors(sims)
     if len(npe._candidates) > 1:
-        return select_embedding(npe, lambda: train_one(npe, sims, train, seed, progress),
-                                lambda: validation_pairs(npe, sims, train, seed))
-    return train_one(npe, sims, train, seed, progress)
+        return select_embedding(npe, lambda: train_one(npe, z, x, train, seed, progress),
+                                lambda: validation_pairs(z, x, train, seed))
+    return train_one(npe, z, x, train, seed, progress)
 
 
-def train_one(npe: Any, sims: Simulations, train: dict, seed: int,
+def train_one(npe: Any, z: Tensor, x: Tensor, train: dict, seed: int,
               progress: bool | None) -> Any:
-    """Fit ``npe.flow`` and ``npe.embedding`` on ``sims``; appends to ``npe.results``."""
+    """Fit ``npe.flow`` and ``npe.embedding`` on the standardised pairs ``(z, x)``; appends
+    to ``npe.results``."""
     from flowinfer.train import fit
 
-    z, x = npe._training_tensors(sims)
     batch = train["batch_size"] or auto_batch(z.shape[0])
     npe.flow.train()
     npe.embedding.train()
@@ -71,12 +73,10 @@ def train_one(npe: Any, sims: Simulations, train: dict, seed: int,
     return result
 
 
-def validation_pairs(npe: Any, sims: Simulations, train: dict, seed: int
-                     ) -> tuple[Tensor, Tensor]:
-    """The standardised ``(z, x)`` rows that ``train_one``'s loop held out for validation."""
+def validation_pairs(z: Tensor, x: Tensor, train: dict, seed: int) -> tuple[Tensor, Tensor]:
+    """The rows of ``(z, x)`` that ``train_one``'s loop holds out for validation."""
     from flowinfer.train.minibatch import split_rows
 
-    z, x = npe._training_tensors(sims)
     _, val = split_rows(z.shape[0], train["val_fraction"],
                         torch.Generator(device=z.device).manual_seed(seed))
     return z[val], x[val]

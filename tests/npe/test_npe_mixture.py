@@ -65,7 +65,7 @@ def test_mixture_is_at_least_as_good_as_the_best_candidate_on_validation(mixed):
     sel = mixed.selection
     assert sel["chosen"] == "mixture" and len(sel["weights"]) == 2
     assert abs(sum(sel["weights"]) - 1.0) < 1e-9
-    z, x = validation_pairs(mixed, mixed.simulations,
+    z, x = validation_pairs(*mixed._training_tensors(mixed.simulations),
                             {"val_fraction": DEFAULT_TRAINING["val_fraction"]}, 0)
     with torch.no_grad():
         val_loss = -float(mixed.flow.log_prob(z, mixed.embedding(x)).mean())
