@@ -19,8 +19,9 @@ Models: the four sbibm tasks of ``benchmarks/sbi.py`` and models written here th
 benchmark: the conjugate Gaussian of ``tests/npe`` (trials), a bounded one (uniform,
 half-normal, simplex latents, narrow likelihood), an AR(1) series of 40 steps and a linear
 regression on 50 design points (high-dimensional data), a hierarchical model in plates
-whose group effects are nuisances (40-d data, two latents inferred), and slcp with 92
-heavy-tailed uninformative columns beside its data.
+whose group effects are nuisances (40-d data, two latents inferred); and the five sbibm
+tasks of ``sbibm_extra.py`` (gaussian_linear, gaussian_mixture, bernoulli_glm and its raw
+100-spike version, slcp with 92 heavy-tailed uninformative columns beside its data).
 
 References:
     Papamakarios & Murray (2016), "Fast epsilon-free inference of simulation models with
@@ -46,6 +47,7 @@ sys.path.insert(0, str(ROOT / "tests" / "npe"))
 
 from npe_models import bounded_model, gaussian_model  # noqa: E402
 from sbi import TASKS  # noqa: E402
+from sbibm_extra import TASKS as EXTRA_TASKS  # noqa: E402
 
 import flowinfer as fi  # noqa: E402
 from flowinfer.npe.options import tuples  # noqa: E402
@@ -85,16 +87,6 @@ def hierarchical(groups: int = 8, per_group: int = 5):
             pyro.sample("y", dist.Normal(eta, 0.5))
 
 
-_DISTRACTOR_LOC = 3.0 * torch.randn(92, generator=torch.Generator().manual_seed(0))
-
-
-def slcp_with_distractors():
-    """slcp's data beside 92 uninformative heavy-tailed columns (Student-t, 2 degrees of
-    freedom, so their variance is infinite): the ideal score is slcp's."""
-    TASKS["slcp"][0]()
-    pyro.sample("noise", dist.StudentT(2.0, _DISTRACTOR_LOC, 1.0).to_event(1))
-
-
 #: name: (model, observed site(s), latent sites to infer or None for all)
 MODELS = {
     **{name: (model, "x", None) for name, (model, _) in TASKS.items()},
@@ -103,7 +95,7 @@ MODELS = {
     "ar1": (ar1, "x", None),
     "regression": (regression, "y", None),
     "hierarchical": (hierarchical, "y", ["mu", "tau"]),
-    "slcp_distractors": (slcp_with_distractors, ["x", "noise"], None),
+    **{name: (model, observed, None) for name, (model, observed) in EXTRA_TASKS.items()},
 }
 
 
@@ -143,7 +135,8 @@ def run(name: str, budget: int, variants: list[dict], seed: int, test_size: int)
     rows, base = [], None
     for variant in variants:
         npe_kw = {k: v for k, v in variant.items() if k in ("flow", "flow_options", "embedding",
-                                                        "embedding_options", "combine")}
+                                                        "embedding_options", "combine",
+                                                        "replicates")}
         fit_kw = {k: v for k, v in variant.items() if k not in npe_kw}
         torch.manual_seed(seed)
         npe = fi.NPE(model, observed=observed, latents=latents, constant_data="keep",

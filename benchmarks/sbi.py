@@ -379,6 +379,8 @@ def _variant(args) -> dict:
         npe["embedding"] = args.embedding
     if args.combine:
         npe["combine"] = args.combine
+    if args.replicates:
+        npe["replicates"] = args.replicates
     if args.batch_size:
         fit["batch_size"] = args.batch_size
     if args.lr:
@@ -404,6 +406,8 @@ def main(argv=None) -> None:
     parser.add_argument("--flow-options", default="{}", help='JSON, e.g. {"num_layers": 8}')
     parser.add_argument("--embedding", default=None, help="embedding name (default: NPE's)")
     parser.add_argument("--combine", default=None, help="best or mixture (default: NPE's)")
+    parser.add_argument("--replicates", type=int, default=None,
+                        help="copies of each candidate (default: NPE's)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--gaussian-check", action="store_true",

@@ -100,7 +100,7 @@ def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
                   embedding=embedding if embedding is not None else part["kind"],
                   embedding_options=None if embedding is not None
                   else tuples(part["options"]), combine="mixture" if mixture else "best",
-                  constant_data=record.get("constant_data", "error"))
+                  replicates=1, constant_data=record.get("constant_data", "error"))
     except ValueError as err:
         raise ValueError(f"{path}: the saved NPE (latent sites {record['latent_names']}, "
                          f"observed {record['observed']}) does not fit this model: {err}"

@@ -11,13 +11,22 @@ the data, the second where only nonlinear summaries carry information (measured 
 batches (the same seed), so the choice costs one more training run and no simulations.
 Mixing them (:mod:`flowinfer.npe.mixture`) was better still on every model measured.
 
+Each candidate is trained ``replicates`` times from fresh initialisations (2 for ``"auto"``
+by default, so the mixture has four members): at small budgets two runs that differ only in
+their initial weights differ by 0.1-0.3 nats of held-out density, and a mixture of both
+removes much of that spread (docs/npe.md "Defaults").
+
 Example:
     >>> [(kind, options) for kind, options in AUTO_CANDIDATES]
     [('mlp', {'skip': True}), ('mlp', {'skip': False})]
+    >>> default_replicates("auto"), default_replicates("mlp")
+    (2, 1)
 
 References:
     Papamakarios & Murray (2016), "Fast epsilon-free inference of simulation models with
     Bayesian conditional density estimation", NeurIPS (the loss as an expected KL).
+    Lakshminarayanan, Pritzel & Blundell (2017), "Simple and scalable predictive uncertainty
+    estimation using deep ensembles", NeurIPS (members that differ by initialisation).
 """
 
 from __future__ import annotations
@@ -32,35 +41,51 @@ from torch import Tensor, nn
 from flowinfer.npe.embeddings import check_embedding, make_embedding
 from flowinfer.npe.mixture import CandidateEmbedding, MixtureFlow, mixture_weights
 
-__all__ = ["AUTO_CANDIDATES", "Candidate", "embedding_candidates", "select_embedding"]
+__all__ = ["AUTO_CANDIDATES", "Candidate", "default_replicates", "embedding_candidates",
+           "select_embedding"]
 
 #: ``embedding="auto"``: (name, options) of the candidates, in the order they are trained.
 AUTO_CANDIDATES = (("mlp", {"skip": True}), ("mlp", {"skip": False}))
 
 
 class Candidate:
-    """One embedding with the flow built for its output size."""
+    """One embedding with the flow built for its output size (``replicate``: which of the
+    independently initialised copies of the same specification it is)."""
 
     def __init__(self, embedding: nn.Module, kind: str | None, options: dict,
-                 flow: nn.Module) -> None:
+                 flow: nn.Module, replicate: int = 0) -> None:
         self.embedding, self.kind, self.options, self.flow = embedding, kind, options, flow
+        self.replicate = replicate
 
     @property
     def label(self) -> str:
         options = ", ".join(f"{k}={v}" for k, v in self.options.items())
-        return f"{self.kind or type(self.embedding).__name__}({options})"
+        copy = f"#{self.replicate + 1}" if self.replicate else ""
+        return f"{self.kind or type(self.embedding).__name__}({options}){copy}"
+
+
+def default_replicates(embedding: Any) -> int:
+    """How many independently initialised copies of each candidate ``embedding`` trains by
+    default: 2 for ``"auto"`` (whose copies become one mixture), 1 otherwise."""
+    return 2 if isinstance(embedding, str) and embedding == "auto" else 1
 
 
 def embedding_candidates(embedding: Any, options: dict | None, data_shape: Sequence[int],
-                         build_flow: Callable[[int], nn.Module]) -> list[Candidate]:
-    """The candidates for ``embedding`` (one unless ``"auto"``), each checked on dummy data.
+                         build_flow: Callable[[int], nn.Module],
+                         replicates: int = 1) -> list[Candidate]:
+    """The candidates for ``embedding`` (one specification unless ``"auto"``), each built
+    ``replicates`` times from fresh initial weights and checked on dummy data.
 
     ``"auto"`` takes ``options`` as MLP options for every candidate; ``skip`` among them
     fixes that choice, leaving one candidate.
 
     Raises:
-        TypeError / ValueError: what building or checking the embedding raises.
+        TypeError / ValueError: what building or checking the embedding raises; ``replicates``
+            above 1 with an ``nn.Module`` (one instance cannot be re-initialised).
     """
+    if isinstance(embedding, nn.Module) and replicates > 1:
+        raise ValueError(f"replicates={replicates} needs a named embedding (each copy starts "
+                         "from fresh weights); with an nn.Module instance pass replicates=1")
     if isinstance(embedding, str) and embedding == "auto":
         # The candidates are MLPs: the user's MLP options hold for both, and a given
         # ``skip`` leaves one candidate.
@@ -70,9 +95,11 @@ def embedding_candidates(embedding: Any, options: dict | None, data_shape: Seque
     else:
         specs = [(embedding, options)]
     out = []
-    for kind, opts in specs:
-        net, name, opts = make_embedding(kind, opts, data_shape)
-        out.append(Candidate(net, name, opts, build_flow(check_embedding(net, data_shape))))
+    for copy in range(replicates):
+        for kind, opts in specs:
+            net, name, opts = make_embedding(kind, opts, data_shape)
+            out.append(Candidate(net, name, opts, build_flow(check_embedding(net, data_shape)),
+                                 replicate=copy))
     return out
 
 

@@ -85,7 +85,8 @@ def test_mlp_embedding_passes_the_data_beside_its_features():
 
 
 def test_saved_npe_keeps_its_embedding_layout(tmp_path):
-    npe = fi.NPE(iid_model, "x", embedding_options={"skip": False}, flow_options=SMALL)
+    npe = fi.NPE(iid_model, "x", embedding_options={"skip": False}, flow_options=SMALL,
+                 replicates=1)
     npe.fit(num_simulations=200, epochs=1, seed=0, progress=False)
     fi.save(npe, tmp_path / "npe.pt")
     back = fi.load(tmp_path / "npe.pt", model=iid_model)
@@ -100,11 +101,13 @@ def test_auto_embedding_keeps_the_candidate_with_the_lower_validation_loss():
     assert npe.selection is None
     npe.fit(num_simulations=300, epochs=3, seed=0, progress=False)
     sel = npe.selection
-    assert sel["candidates"] == ["mlp(skip=True)", "mlp(skip=False)"]
+    # Two independently initialised copies of each candidate by default.
+    assert sel["candidates"] == ["mlp(skip=True)", "mlp(skip=False)", "mlp(skip=True)#2",
+                                 "mlp(skip=False)#2"]
     losses = sel["val_loss"]
-    best = min(range(2), key=losses.__getitem__)
+    best = min(range(4), key=losses.__getitem__)
     assert sel["chosen"] == sel["candidates"][best]
-    assert npe.embedding_options["skip"] == (best == 0)
+    assert npe.embedding_options["skip"] == (best % 2 == 0)
     assert npe.results == [sel["results"][best]]
     assert npe.flow.context_dim == npe.embedding.out_features
     # A second call trains the chosen estimator only.
@@ -112,8 +115,29 @@ def test_auto_embedding_keeps_the_candidate_with_the_lower_validation_loss():
     assert len(npe.results) == 2 and npe.selection is sel
 
 
-def test_auto_embedding_with_skip_given_trains_one_candidate():
+def test_auto_embedding_with_skip_given_trains_that_candidate_only():
     npe = fi.NPE(iid_model, "x", embedding_options={"skip": False, "out_features": 8},
-                 flow_options=SMALL)
+                 flow_options=SMALL, replicates=1)
     npe.fit(num_simulations=200, epochs=1, seed=0, progress=False)
     assert npe.selection is None and npe.flow.context_dim == 8
+    # By default its two copies start from different weights and are mixed.
+    npe = fi.NPE(iid_model, "x", embedding_options={"skip": False, "out_features": 8},
+                 flow_options=SMALL)
+    first, second = (c.embedding for c in npe._candidates)
+    assert not torch.equal(first.net[0].weight, second.net[0].weight)
+    npe.fit(num_simulations=200, epochs=1, seed=0, progress=False)
+    assert npe.selection["candidates"] == ["mlp(skip=False, out_features=8)",
+                                           "mlp(skip=False, out_features=8)#2"]
+    assert npe.selection["chosen"] == "mixture" and npe.flow.context_dim == 16
+
+
+def test_replicates_of_a_named_embedding_and_bad_values():
+    npe = fi.NPE(iid_model, "x", embedding="mlp", flow_options=SMALL, replicates=3)
+    assert [c.label for c in npe._candidates] == ["mlp()", "mlp()#2", "mlp()#3"]
+    assert len(fi.NPE(iid_model, "x", embedding="mlp", flow_options=SMALL)._candidates) == 1
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4))
+    with pytest.raises(ValueError, match="replicates=2 needs a named embedding"):
+        fi.NPE(iid_model, "x", embedding=net, replicates=2)
+    for bad in (0, 1.5, "2"):
+        with pytest.raises((TypeError, ValueError), match="replicates"):
+            fi.NPE(iid_model, "x", replicates=bad)

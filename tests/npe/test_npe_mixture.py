@@ -63,7 +63,7 @@ def mixed():
 
 def test_mixture_is_at_least_as_good_as_the_best_candidate_on_validation(mixed):
     sel = mixed.selection
-    assert sel["chosen"] == "mixture" and len(sel["weights"]) == 2
+    assert sel["chosen"] == "mixture" and len(sel["weights"]) == 4  # 2 candidates x 2 copies
     assert abs(sum(sel["weights"]) - 1.0) < 1e-9
     z, x = validation_pairs(*mixed._training_tensors(mixed.simulations),
                             {"val_fraction": DEFAULT_TRAINING["val_fraction"]}, 0)
