@@ -309,8 +309,8 @@ def _figure(rows, path):
                 mine = sorted((r["budget"], r["c2st_mean"]) for r in rows
                               if r["task"] == task and r["method"] == method
                               and r.get("variant", "default") == variant)
-                ax.plot(*zip(*mine, strict=True), "-" if k == 0 else ":", color=color,
-                        marker="o" if k == 0 else "x",
+                ax.plot(*zip(*mine, strict=True), ("-", ":", "-.")[min(k, 2)], color=color,
+                        marker=("o", "x", "^")[min(k, 2)],
                         label=f"flowinfer {method}" + ("" if variant == "default"
                                                        else f" ({variant})"))
         ax.set_xscale("log")
