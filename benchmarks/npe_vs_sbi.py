@@ -62,10 +62,11 @@ def run_sbi(task, sims, observations, batch):
     from sbi.neural_nets import posterior_nn
 
     _, observed = TASKS[task]
+    prior = sbi_prior(task)  # traces the model: before the seed, so training starts alike
     torch.manual_seed(0)
     net = posterior_nn(model="nsf", hidden_features=50, z_score_theta="independent",
                        z_score_x="independent")
-    inference = sbi.inference.NPE(prior=sbi_prior(task), density_estimator=net,
+    inference = sbi.inference.NPE(prior=prior, density_estimator=net,
                                   show_progress_bars=False)
     theta = _flat(sims.latents, "theta")
     start = time.perf_counter()

@@ -177,18 +177,8 @@ TASKS = {
 
 
 def sbi_prior(task: str):
-    """The task's prior on flattened theta as a torch distribution, for sbi."""
-    from sbi.utils import BoxUniform
-
-    if task == "gaussian_mixture":
-        return BoxUniform(-10.0 * torch.ones(2), 10.0 * torch.ones(2))
-    if task == "slcp_distractors":
-        return BoxUniform(-3.0 * torch.ones(5), 3.0 * torch.ones(5))
-    if task.startswith("bernoulli_glm"):
-        prior = _glm_prior()
-        return torch.distributions.MultivariateNormal(prior.loc,
-                                                      precision_matrix=prior.precision_matrix)
-    return torch.distributions.MultivariateNormal(torch.zeros(10), 0.1 * torch.eye(10))
+    """The task model's own prior on ``theta`` (a torch distribution, as sbi takes it)."""
+    return pyro.poutine.trace(TASKS[task][0]).get_trace().nodes["theta"]["fn"]
 
 
 def observation(task: str, k: int, n: int, reference_dir: Path):
