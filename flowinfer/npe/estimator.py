@@ -28,6 +28,7 @@ References:
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from flowinfer.npe.options import (
     given_simulations,
     posterior_flow_options,
     round_budgets,
+    sequential_options,
     training_options,
 )
 from flowinfer.npe.selection import Candidate, default_replicates, embedding_candidates
@@ -136,6 +138,8 @@ class NPE:
             embedding, embedding_options, self.data_shape,
             lambda k: build_flow(flow, dim=self.info.latent_dim, context_dim=k, **options),
             replicates)
+        # Each sequential round starts again from these (see _restart).
+        self._untrained = copy.deepcopy(self._candidates)
         self._use(self._candidates[0])
         self.selection: dict[str, Any] | None = None
         self.theta_standardizer: Standardizer | None = None
@@ -228,23 +232,7 @@ class NPE:
             raise ValueError("give num_simulations (a positive integer) or simulations=")
         if num_simulations is not None:
             num_simulations = check_int(num_simulations, "num_simulations")
-        rounds = check_int(rounds, "rounds")
-        x_obs = None
-        if rounds > 1:
-            if observation is None:
-                raise ValueError("rounds > 1 (sequential NPE) needs observation=<the data>")
-            if num_simulations is None or num_simulations < 2 * rounds:
-                raise ValueError(f"rounds={rounds} needs num_simulations >= {2 * rounds}, got "
-                                 f"{num_simulations}")
-            x_obs = self.info.check_observation(observation, "observation")
-            if self.info.nuisance_first:
-                # The truncated prior needs the latents' prior density, which may depend on
-                # nuisance sites drawn before them.
-                raise ValueError(f"sequential rounds need the prior density of the latents, "
-                                 f"but nuisance site(s) {self.info.nuisance_first} are sampled "
-                                 "before latent sites; add them to latents= or use rounds=1")
-        elif observation is not None:
-            raise ValueError("observation= is used by sequential rounds only (rounds > 1)")
+        rounds, x_obs = sequential_options(rounds, observation, num_simulations, self.info)
         train = training_options(epochs, batch_size, lr, val_fraction, patience, weight_decay)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
@@ -275,8 +263,19 @@ class NPE:
             self.timings["simulation"] += time.perf_counter() - start
             sims = sims.extend(new)
             self.simulations = sims
+            self._restart()
             result = self._train(sims, train, seed + r, progress)
         return result
+
+    def _restart(self) -> None:
+        """Untrained networks and no standardisers, so a sequential round trains afresh on
+        all pairs so far. Why not continue the last round's networks: on those pairs they
+        overfit within an epoch or two (they had already fitted most of them), early
+        stopping then kept them almost as they were, and ten rounds of 1,000 came out worse
+        than one round of 10,000 (docs/npe.md "Sequential rounds")."""
+        self._candidates = copy.deepcopy(self._untrained)
+        self._use(self._candidates[0])
+        self.theta_standardizer = self.x_standardizer = None
 
     def _use(self, candidate: Candidate) -> None:
         self.embedding, self.flow = candidate.embedding, candidate.flow

@@ -17,7 +17,8 @@ from flowinfer.npe.sites import ModelInfo
 from flowinfer.registry import get_flow_spec
 
 __all__ = ["DEFAULT_FLOW", "DEFAULT_TRAINING", "posterior_flow_options", "auto_batch",
-           "round_budgets", "training_options", "given_simulations", "plain", "tuples"]
+           "round_budgets", "sequential_options", "training_options", "given_simulations",
+           "plain", "tuples"]
 
 #: The posterior flow's defaults (see docs/npe.md for the measurements behind them).
 DEFAULT_FLOW = {"name": "nsf", "num_layers": 5, "hidden": (64, 64), "bins": 8}
@@ -76,6 +77,35 @@ def round_budgets(total: int | None, rounds: int) -> list[int]:
         return []
     base = total // rounds
     return [total - base * (rounds - 1)] + [base] * (rounds - 1)
+
+
+def sequential_options(rounds: Any, observation: Any, num_simulations: int | None,
+                       info: ModelInfo) -> tuple[int, Any]:
+    """``rounds`` checked and the checked observation (None for one round).
+
+    Raises:
+        TypeError / ValueError: ``rounds`` not a positive integer; more than one round without
+            an observation, with fewer than two simulations per round or with nuisance
+            sites sampled before a latent; an observation with one round.
+    """
+    rounds = check_int(rounds, "rounds")
+    if rounds == 1:
+        if observation is not None:
+            raise ValueError("observation= is used by sequential rounds only (rounds > 1)")
+        return rounds, None
+    if observation is None:
+        raise ValueError("rounds > 1 (sequential NPE) needs observation=<the data>")
+    if num_simulations is None or num_simulations < 2 * rounds:
+        raise ValueError(f"rounds={rounds} needs num_simulations >= {2 * rounds}, got "
+                         f"{num_simulations}")
+    x_obs = info.check_observation(observation, "observation")
+    if info.nuisance_first:
+        # The truncated prior needs the latents' prior density, which may depend on
+        # nuisance sites drawn before them.
+        raise ValueError(f"sequential rounds need the prior density of the latents, "
+                         f"but nuisance site(s) {info.nuisance_first} are sampled "
+                         "before latent sites; add them to latents= or use rounds=1")
+    return rounds, x_obs
 
 
 def given_simulations(simulations: Any, info: ModelInfo) -> Simulations | None:

@@ -14,6 +14,10 @@ loss:
   our support-aware flow removes by construction, but its training is also less stable, which
   Deistler et al. (2022) measured on the sbibm tasks (TSNPE matched or beat APT on most).
 
+Each round then trains the estimator again from its untrained weights on all simulations so
+far (``NPE._restart``): networks that kept training from the last round overfitted the pairs
+they had already seen within an epoch or two (docs/npe.md "Sequential rounds").
+
 Drawing from the truncated prior without rejection sampling (which stalls when the HDR is a
 tiny part of the prior): draw from ``q`` itself, keep the draws inside the HDR, and resample
 them with importance weights ``prior / q`` (bounded: inside the HDR ``q`` is at least the

@@ -109,3 +109,30 @@ def test_truncated_prior_chains_need_two_region_draws_for_their_step_shape():
     out = _metropolis(None, None, start, torch.zeros(5), torch.tensor(0.0),
                       start[:1], steps=30)
     assert torch.equal(out, start)
+
+
+def test_each_sequential_round_trains_afresh_on_all_pairs(monkeypatch):
+    """Round r starts from the untrained networks and standardises with all pairs so far
+    (continuing the last round's networks overfitted them: docs/npe.md)."""
+    import flowinfer.npe.training as training
+
+    def model():
+        theta = pyro.sample("theta", dist.Uniform(-3.0 * torch.ones(2), 3.0).to_event(1))
+        pyro.sample("x", dist.Normal(theta, 0.1).to_event(1))
+
+    starts, original = [], training.train_one
+
+    def recording(npe, z, x, *args):
+        starts.append({k: v.clone() for k, v in npe.flow.state_dict().items()})
+        return original(npe, z, x, *args)
+
+    monkeypatch.setattr(training, "train_one", recording)
+    npe = fi.NPE(model, "x", embedding="mlp", flow_options=SMALL)
+    npe.fit(num_simulations=400, rounds=2, observation=torch.tensor([1.0, -1.0]), epochs=3,
+            seed=0, progress=False)
+    assert len(starts) == 2
+    assert all(torch.equal(starts[0][k], starts[1][k]) for k in starts[0])
+    trained = npe.flow.state_dict()
+    assert not all(torch.equal(starts[0][k], trained[k]) for k in trained)
+    u = npe.info.to_unconstrained({"theta": npe.simulations.latents["theta"]})
+    assert torch.allclose(npe.theta_standardizer.mean, u.mean(0), atol=1e-5)
