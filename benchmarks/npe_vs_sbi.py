@@ -9,7 +9,7 @@ slcp_distractors; see that file for their definitions).
 Per task and budget, one set of simulations (``fi.simulate``, one seed) trains both our
 ``fi.NPE(model, observed=...)`` with library defaults and sbi's NPE with sbibm's NPE settings
 (neural spline flow, 50 hidden units, z-scored theta and x, training batch 10,000; sbi's
-prior is the same distribution, a ``BoxUniform`` for boxes). Each draws ``--draws`` samples
+prior is the model's own prior on ``theta``, traced from it). Each draws ``--draws`` samples
 per observation, scored by sbibm's C2ST (``sbi.py``'s ``c2st``) against as many reference draws.
 sbi is a benchmark-only extra (``pip install sbi``).
 
