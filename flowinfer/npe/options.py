@@ -83,6 +83,10 @@ def sequential_options(rounds: Any, observation: Any, num_simulations: int | Non
                        info: ModelInfo) -> tuple[int, Any]:
     """``rounds`` checked and the checked observation (None for one round).
 
+    Example:
+        >>> sequential_options(1, None, 1000, info=None)  # one round needs no model facts
+        (1, None)
+
     Raises:
         TypeError / ValueError: ``rounds`` not a positive integer; more than one round without
             an observation, with fewer than two simulations per round or with nuisance
