@@ -8,6 +8,8 @@ spread of the variance ratio over 20 sets of 1000 draws (what the slow test chec
     python benchmarks/npe_tails.py --simulations 20000              # the NPE default flow
     python benchmarks/npe_tails.py --simulations 20000 --final-affine
     python benchmarks/npe_tails.py --simulations 20000 --flow maf
+    python benchmarks/npe_tails.py --simulations 10000 --standardize regression --lr 1e-3 \
+        --patience 20
 """
 
 from __future__ import annotations
@@ -32,14 +34,17 @@ def main() -> None:
     parser.add_argument("--final-affine", action="store_true")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--patience", type=int, default=30)
+    parser.add_argument("--standardize", default="prior", choices=["prior", "regression"])
     args = parser.parse_args()
     options = {"final_affine": True} if args.final_affine else {}
     torch.manual_seed(0)
-    npe = fi.NPE(gaussian_model, observed="x", flow=args.flow, flow_options=options)
+    npe = fi.NPE(gaussian_model, observed="x", flow=args.flow, flow_options=options,
+                 standardize=args.standardize)
     start = time.perf_counter()
     npe.fit(num_simulations=args.simulations, seed=0, lr=args.lr, patience=args.patience,
             progress=False)
-    print(f"{args.flow} final_affine={args.final_affine}: fit {time.perf_counter() - start:.1f} s")
+    print(f"{args.flow} final_affine={args.final_affine} standardize={args.standardize}: "
+          f"fit {time.perf_counter() - start:.1f} s")
     g = torch.Generator().manual_seed(7)
     for theta in (torch.tensor([0.3, -0.5]), torch.tensor([1.5, -2.5])):
         x = theta + 0.8 * torch.randn(4, 2, generator=g)

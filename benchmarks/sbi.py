@@ -381,6 +381,8 @@ def _variant(args) -> dict:
         npe["combine"] = args.combine
     if args.replicates:
         npe["replicates"] = args.replicates
+    if args.standardize:
+        npe["standardize"] = args.standardize
     if args.batch_size:
         fit["batch_size"] = args.batch_size
     if args.lr:
@@ -406,6 +408,8 @@ def main(argv=None) -> None:
     parser.add_argument("--flow-options", default="{}", help='JSON, e.g. {"num_layers": 8}')
     parser.add_argument("--embedding", default=None, help="embedding name (default: NPE's)")
     parser.add_argument("--combine", default=None, help="best or mixture (default: NPE's)")
+    parser.add_argument("--standardize", default=None,
+                        help="prior or regression (default: NPE's)")
     parser.add_argument("--replicates", type=int, default=None,
                         help="copies of each candidate (default: NPE's)")
     parser.add_argument("--batch-size", type=int, default=None)

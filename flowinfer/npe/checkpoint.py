@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from flowinfer.npe.mixture import CandidateEmbedding, MixtureFlow
 from flowinfer.npe.options import plain, tuples
-from flowinfer.npe.standardize import Standardizer
+from flowinfer.npe.standardize import RegressionStandardizer, Standardizer
 
 __all__ = ["npe_record", "rebuild_npe"]
 
@@ -30,6 +30,9 @@ def npe_record(npe: Any) -> dict[str, Any]:
         "embedding_state": _state(npe.embedding),
         "theta_standardizer": _state(npe.theta_standardizer),
         "x_standardizer": _state(npe.x_standardizer),
+        "standardize": npe.standardize,
+        "latent_regression": {**_state(npe.latent_regression),
+                              "pool": list(npe.latent_regression.pool)},
         "constant_data": npe.constant_data,
         "num_simulations": 0 if npe.simulations is None else len(npe.simulations),
         **({"mixture": _mixture_record(npe)} if isinstance(npe.flow, MixtureFlow) else {}),
@@ -100,7 +103,9 @@ def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
                   embedding=embedding if embedding is not None else part["kind"],
                   embedding_options=None if embedding is not None
                   else tuples(part["options"]), combine="mixture" if mixture else "best",
-                  replicates=1, constant_data=record.get("constant_data", "error"))
+                  replicates=1, constant_data=record.get("constant_data", "error"),
+                  # Records before the regression standardiser z-scored by the prior only.
+                  standardize=record.get("standardize", "prior"))
     except ValueError as err:
         raise ValueError(f"{path}: the saved NPE (latent sites {record['latent_names']}, "
                          f"observed {record['observed']}) does not fit this model: {err}"
@@ -128,6 +133,9 @@ def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
     ts, xs = record["theta_standardizer"], record["x_standardizer"]
     npe.theta_standardizer = Standardizer(ts["mean"], ts["std"])
     npe.x_standardizer = Standardizer(xs["mean"], xs["std"])
+    head = record.get("latent_regression")
+    npe.latent_regression = (RegressionStandardizer.identity(npe.info.latent_dim) if head is None
+                             else RegressionStandardizer(**head))
     npe.flow.eval()
     npe.embedding.eval()
     return npe

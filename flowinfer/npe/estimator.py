@@ -52,7 +52,7 @@ from flowinfer.npe.options import (
 from flowinfer.npe.selection import Candidate, default_replicates, embedding_candidates
 from flowinfer.npe.simulate import Simulations, simulate
 from flowinfer.npe.sites import inspect_model
-from flowinfer.npe.standardize import Standardizer
+from flowinfer.npe.standardize import RegressionStandardizer, Standardizer
 from flowinfer.registry import build_flow
 
 __all__ = ["NPE", "DEFAULT_FLOW", "DEFAULT_TRAINING"]
@@ -94,6 +94,14 @@ class NPE:
             what each got right (docs/npe.md "Defaults").
         constant_data: ``"error"`` (default) raises when a data column is the same in every
             simulation; ``"keep"`` leaves such columns unscaled.
+        standardize: how the latents are scaled for the flow: ``"prior"`` (default)
+            z-scores them by the simulations (sbi's choice); ``"regression"`` then subtracts
+            a ridge regression on the standardised data and divides by its residual sd
+            (:class:`~flowinfer.npe.standardize.RegressionStandardizer`), so the flow models
+            a unit-scale target. It gives accurate moments where the posterior's location
+            is near-linear in the data (conjugate Gaussian: mean errors 0.03 posterior sd
+            against 0.12), and worse posteriors where the latents are bounded or the
+            relation is strongly nonlinear (docs/npe.md "When not to trust it").
 
     Raises:
         TypeError / ValueError: before any simulation, for a model without latent sites, an
@@ -117,6 +125,7 @@ class NPE:
         combine: str = "mixture",
         replicates: int | None = None,
         constant_data: str = "error",
+        standardize: str = "prior",
     ) -> None:
         if not isinstance(model_args, tuple):
             raise TypeError(f"model_args must be a tuple, got {type(model_args).__name__}")
@@ -126,6 +135,7 @@ class NPE:
         self.model_kwargs = dict(model_kwargs or {})
         self.constant_data = check_choice(constant_data, "constant_data", _CONSTANT)
         self.combine = check_choice(combine, "combine", ("best", "mixture"))
+        self.standardize = check_choice(standardize, "standardize", ("prior", "regression"))
         self.info = inspect_model(model, observed, model_args, self.model_kwargs, latents)
         self.observed = list(self.info.observed_names)
         names = self.info.observed_names
@@ -144,6 +154,7 @@ class NPE:
         self.selection: dict[str, Any] | None = None
         self.theta_standardizer: Standardizer | None = None
         self.x_standardizer: Standardizer | None = None
+        self.latent_regression: RegressionStandardizer | None = None
         self.simulations: Simulations | None = None
         self.results: list[Any] = []
         self.timings: dict[str, float] = {"simulation": 0.0, "training": 0.0}
@@ -171,7 +182,22 @@ class NPE:
             self.x_standardizer = Standardizer.fit(x, name=f"data ({', '.join(self.observed)})",
                                                    pool=self._pool(),
                                                    constant=self.constant_data)
-        return self.theta_standardizer(u), self.x_standardizer(x)
+            zt, xs = self.theta_standardizer(u), self.x_standardizer(x)
+            self.latent_regression = (
+                RegressionStandardizer.fit(zt, xs, self._pool()) if self.standardize ==
+                "regression" else RegressionStandardizer.identity(zt.shape[-1]))
+        xs = self.x_standardizer(x)
+        return self._to_flow(u, xs), xs
+
+    def _to_flow(self, u: Tensor, xs: Tensor) -> Tensor:
+        """Unconstrained latents ``(..., N, D)`` to the flow's space given ``N`` data sets."""
+        return self.latent_regression(self.theta_standardizer(u), xs)
+
+    def _from_flow(self, z: Tensor, xs: Tensor) -> Tensor:
+        return self.theta_standardizer.inverse(self.latent_regression.inverse(z, xs))
+
+    def _log_abs_det(self) -> Tensor:  # log|dz/du|, the same for every draw
+        return self.theta_standardizer.log_abs_det() + self.latent_regression.log_abs_det()
 
     def _spec_for_simulation(self, vectorize: bool | None):
         if self._spec is None or (vectorize is not None and
@@ -253,15 +279,10 @@ class NPE:
         self.simulations = sims
         result = self._train(sims, train, seed, progress)
         for r in range(1, rounds):
-            from flowinfer.npe.sequential import truncated_prior_draws
+            from flowinfer.npe.sequential import simulate_round
 
-            start = time.perf_counter()
-            proposal = truncated_prior_draws(self, x_obs, per_round[r], seed=seed + r)
-            new = simulate(self.model, self.observed, per_round[r], latents=proposal,
-                           model_args=self.model_args, model_kwargs=self.model_kwargs,
-                           info=self.info, spec=self._spec, **{**sim_options, "seed": seed + r})
-            self.timings["simulation"] += time.perf_counter() - start
-            sims = sims.extend(new)
+            sims = sims.extend(simulate_round(self, x_obs, per_round[r],
+                                              {**sim_options, "seed": seed + r}))
             self.simulations = sims
             self._restart()
             result = self._train(sims, train, seed + r, progress)
@@ -275,7 +296,7 @@ class NPE:
         than one round of 10,000 (docs/npe.md "Sequential rounds")."""
         self._candidates = copy.deepcopy(self._untrained)
         self._use(self._candidates[0])
-        self.theta_standardizer = self.x_standardizer = None
+        self.theta_standardizer = self.x_standardizer = self.latent_regression = None
 
     def _use(self, candidate: Candidate) -> None:
         self.embedding, self.flow = candidate.embedding, candidate.flow
@@ -291,24 +312,25 @@ class NPE:
         if self.theta_standardizer is None:
             raise RuntimeError("this NPE is not trained yet: call npe.fit(...) first")
 
-    def _context(self, x: Any) -> Tensor:
+    def _context(self, x: Any) -> tuple[Tensor, Tensor]:
+        """The features of one data set ``x`` and its standardised data ``(1, *shape)``."""
         observed = self.info.check_observation(x)
-        packed = self._pack_x({k: v[None] for k, v in observed.items()})
+        xs = self.x_standardizer(self._pack_x({k: v[None] for k, v in observed.items()}))
         with torch.no_grad():
-            return self.embedding(self.x_standardizer(packed))[0]
+            return self.embedding(xs)[0], xs
 
     @torch.no_grad()
     def sample_unconstrained(self, num_samples: int, x: Any) -> Tensor:
         """``(num_samples, latent_dim)`` draws of the unconstrained latents given ``x``."""
         self._check_fitted()
         num_samples = check_int(num_samples, "num_samples")
-        context = self._context(x)
+        context, xs = self._context(x)
         parts, left = [], num_samples
         while left > 0:
             n = min(left, 100_000)
             parts.append(self.flow.sample((n,), context=context))
             left -= n
-        return self.theta_standardizer.inverse(torch.cat(parts))
+        return self._from_flow(torch.cat(parts), xs)
 
     @torch.no_grad()
     def sample(self, num_samples: int, x: Any) -> dict[str, Tensor]:
@@ -323,10 +345,10 @@ class NPE:
     def log_prob_unconstrained(self, u: Tensor, x: Any) -> Tensor:
         """``log q(u | x)`` of unconstrained latents ``(..., latent_dim)``."""
         self._check_fitted()
-        context = self._context(x)
-        z = self.theta_standardizer(u)
+        context, xs = self._context(x)
+        z = self._to_flow(u, xs)
         lq = self.flow.log_prob(z, context.expand(*z.shape[:-1], context.shape[-1]))
-        return lq + self.theta_standardizer.log_abs_det()
+        return lq + self._log_abs_det()
 
     def log_prob(self, values: dict[str, Tensor], x: Any) -> Tensor:
         """The estimated posterior log density of ``values`` (constrained space) given ``x``.
@@ -359,20 +381,9 @@ class NPE:
         Groups: ``posterior`` (each latent site, its shape kept), ``sample_stats``
         (``log_q``, the estimated log density of each draw) and ``observed_data``.
         """
-        import arviz as az
+        from flowinfer.npe.inference_data import inference_data
 
-        u = self.sample_unconstrained(num_samples, x)
-        draws, _ = self.info.to_constrained(u)
-        with torch.no_grad():
-            log_q = self.log_prob(draws, x)
-        observed = self.info.check_observation(x)
-        return az.from_dict(
-            posterior={k: v.cpu().numpy()[None] for k, v in draws.items()},
-            sample_stats={"log_q": log_q.cpu().numpy()[None]},
-            observed_data={k: v.cpu().numpy() for k, v in observed.items()},
-            attrs={"inference_library": "pyro + flowinfer", "method": "NPE",
-                   "num_simulations": 0 if self.simulations is None else len(self.simulations)},
-        )
+        return inference_data(self, x, num_samples)
 
     # ------------------------------------------------------------------ checkpoints
     def to_checkpoint(self) -> dict[str, Any]:

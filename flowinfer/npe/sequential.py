@@ -49,6 +49,7 @@ References:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -57,12 +58,28 @@ from torch import Tensor
 from flowinfer.checks import check_int, check_number
 from flowinfer.npe.chunks import latent_log_prior
 
-__all__ = ["truncated_prior_draws", "hdr_threshold", "EPSILON", "MCMC_STEPS"]
+__all__ = ["simulate_round", "truncated_prior_draws", "hdr_threshold", "EPSILON",
+           "MCMC_STEPS"]
 
 #: Posterior mass left outside the truncation region (Deistler et al. 2022 use 1e-4).
 EPSILON = 1e-4
 #: Metropolis steps that spread the resampled draws over the truncated prior.
 MCMC_STEPS = 30
+
+
+def simulate_round(npe: Any, x: Any, num: int, sim_options: dict[str, Any]) -> Any:
+    """A later round's ``num`` simulations: latents from the truncated prior (seeded by
+    ``sim_options["seed"]``), data from ``npe``'s model; the time goes to
+    ``npe.timings["simulation"]``."""
+    from flowinfer.npe.simulate import simulate
+
+    start = time.perf_counter()
+    proposal = truncated_prior_draws(npe, x, num, seed=sim_options["seed"])
+    new = simulate(npe.model, npe.observed, num, latents=proposal, model_args=npe.model_args,
+                   model_kwargs=npe.model_kwargs, info=npe.info, spec=npe._spec,
+                   **sim_options)
+    npe.timings["simulation"] += time.perf_counter() - start
+    return new
 
 
 @torch.no_grad()
