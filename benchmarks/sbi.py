@@ -290,6 +290,10 @@ def _ranges(values):
     return ",".join(parts)
 
 
+#: Line styles of our variants in the figure (the default first; dashed is sbi's).
+_STYLES = ("-", ":", "-.", (0, (3, 1, 1, 1, 1, 1)))
+
+
 def _figure(rows, path):
     import matplotlib
 
@@ -309,8 +313,9 @@ def _figure(rows, path):
                 mine = sorted((r["budget"], r["c2st_mean"]) for r in rows
                               if r["task"] == task and r["method"] == method
                               and r.get("variant", "default") == variant)
-                ax.plot(*zip(*mine, strict=True), ("-", ":", "-.")[min(k, 2)], color=color,
-                        marker=("o", "x", "^")[min(k, 2)],
+                ax.plot(*zip(*mine, strict=True), color=color,
+                        linestyle=_STYLES[min(k, len(_STYLES) - 1)],
+                        marker="ox^v"[min(k, 3)],
                         label=f"flowinfer {method}" + ("" if variant == "default"
                                                        else f" ({variant})"))
         ax.set_xscale("log")

@@ -99,8 +99,8 @@ class NPE:
             a ridge regression on the standardised data and divides by its residual sd
             (:class:`~flowinfer.npe.standardize.RegressionStandardizer`), so the flow models
             a unit-scale target. It gives accurate moments where the posterior's location
-            is near-linear in the data (conjugate Gaussian: mean errors 0.03 posterior sd
-            against 0.12), and worse posteriors where the latents are bounded or the
+            is near-linear in the data (conjugate Gaussian: mean errors <= 0.035 posterior
+            sd against 0.15), and worse posteriors where the latents are bounded or the
             relation is strongly nonlinear (docs/npe.md "When not to trust it").
 
     Raises:

@@ -214,12 +214,16 @@ class RegressionStandardizer(nn.Module):
 
     def forward(self, z: Tensor, x: Tensor) -> Tensor:
         """``(z - prediction(x)) / scale``; ``z`` ``(..., N, d)`` broadcasts against ``x``'s
-        ``N`` draws."""
-        return (z - self.prediction(x)) / self.scale
+        ``N`` draws (one draw ``(d,)`` against one data set)."""
+        return (z - self._aligned(z, x)) / self.scale
 
     def inverse(self, e: Tensor, x: Tensor) -> Tensor:
         """Undo :meth:`forward`."""
-        return e * self.scale + self.prediction(x)
+        return e * self.scale + self._aligned(e, x)
+
+    def _aligned(self, z: Tensor, x: Tensor) -> Tensor:
+        prediction = self.prediction(x)
+        return prediction[0] if z.dim() == 1 and prediction.shape[0] == 1 else prediction
 
     def log_abs_det(self) -> Tensor:
         """``log|d e / d z|`` of one draw (a constant)."""

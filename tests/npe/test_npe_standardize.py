@@ -148,3 +148,16 @@ def test_calibration_draws_go_through_the_same_regression_as_sample():
     assert torch.allclose(batch, single, atol=1e-5)
     check = fi.sbc(npe, num_simulations=20, num_posterior_samples=9, seed=1)
     assert check.ranks.shape[0] == 20
+
+
+def test_regression_keeps_the_shapes_of_log_prob():
+    torch.manual_seed(0)
+    npe = fi.NPE(gaussian_model, "x", standardize="regression", embedding="mlp",
+                 flow_options=SMALL)
+    npe.fit(num_simulations=400, epochs=2, seed=0, progress=False)
+    x = torch.zeros(4, 2)
+    assert npe.log_prob_unconstrained(torch.zeros(2), x).shape == ()
+    assert npe.log_prob({"theta": torch.zeros(3, 5, 2)}, x=x).shape == (3, 5)
+    single = npe.log_prob({"theta": torch.tensor([0.1, -0.2])}, x=x)
+    batched = npe.log_prob({"theta": torch.tensor([[0.1, -0.2]])}, x=x)
+    assert torch.allclose(single, batched[0])

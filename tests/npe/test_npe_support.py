@@ -81,11 +81,10 @@ def test_truncated_prior_draws_are_distinct_and_match_rejection_sampling():
     npe.fit(num_simulations=500, epochs=10, seed=0, progress=False)
     x, eps, n = torch.tensor([0.5, -0.5, 1.2]), 0.05, 2000
     draws = truncated_prior_draws(npe, x, n, seed=3, epsilon=eps)["theta"]
-    # Resampling alone repeats draws; the Metropolis chains spread them out. The check
-    # below the sampler passes is one that resampling alone fails.
+    # Resampling alone repeats draws; the Metropolis chains spread them out.
     assert torch.unique(draws, dim=0).shape[0] > 0.95 * n
     plain = truncated_prior_draws(npe, x, n, seed=3, epsilon=eps, mcmc_steps=0)["theta"]
-    assert torch.unique(plain, dim=0).shape[0] <= 0.95 * n
+    assert torch.unique(plain, dim=0).shape[0] < 0.8 * n
     with torch.random.fork_rng():
         torch.manual_seed(3)
         tau = hdr_threshold(npe, x, eps)
