@@ -2,14 +2,14 @@
 
 Example:
     >>> import torch, pyro, pyro.distributions as dist, flowinfer as fi
-    >>> def model():
-    ...     theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
-    ...     pyro.sample("x", dist.Normal(theta, 0.5))
-    >>> npe = fi.NPE(model, "x", flow_options={"num_layers": 1, "hidden": (8,)})
-    >>> _ = npe.fit(num_simulations=200, epochs=2, seed=0, progress=False)
-    >>> idata = inference_data(npe, torch.tensor(0.3), num_samples=100)
-    >>> idata.posterior["theta"].shape, list(idata.sample_stats.data_vars)
-    ((1, 100), ['log_q'])
+    >>> def box():
+    ...     corner = pyro.sample("corner", dist.Uniform(-torch.ones(2), 1.0).to_event(1))
+    ...     pyro.sample("obs", dist.Normal(corner, 0.2).to_event(1))
+    >>> est = fi.NPE(box, "obs", embedding="mlp", flow_options={"num_layers": 1, "hidden": (8,)})
+    >>> _ = est.fit(num_simulations=300, epochs=2, seed=0, progress=False)
+    >>> idata = inference_data(est, torch.tensor([0.1, -0.4]), num_samples=50)
+    >>> idata.posterior["corner"].shape, list(idata.sample_stats.data_vars)  # chain, draw, site
+    ((1, 50, 2), ['log_q'])
 """
 
 from __future__ import annotations
