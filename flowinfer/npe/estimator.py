@@ -182,12 +182,12 @@ class NPE:
             self.x_standardizer = Standardizer.fit(x, name=f"data ({', '.join(self.observed)})",
                                                    pool=self._pool(),
                                                    constant=self.constant_data)
-            zt, xs = self.theta_standardizer(u), self.x_standardizer(x)
+        zt, xs = self.theta_standardizer(u), self.x_standardizer(x)
+        if self.latent_regression is None:
             self.latent_regression = (
                 RegressionStandardizer.fit(zt, xs, self._pool()) if self.standardize ==
                 "regression" else RegressionStandardizer.identity(zt.shape[-1]))
-        xs = self.x_standardizer(x)
-        return self._to_flow(u, xs), xs
+        return self.latent_regression(zt, xs), xs
 
     def _to_flow(self, u: Tensor, xs: Tensor) -> Tensor:
         """Unconstrained latents ``(..., N, D)`` to the flow's space given ``N`` data sets."""

@@ -155,12 +155,12 @@ class RegressionStandardizer(nn.Module):
         self.pool = tuple(int(p) for p in pool)
 
     @classmethod
-    def identity(cls, dim: int, pool: Sequence[int] = ()) -> RegressionStandardizer:
+    def identity(cls, dim: int) -> RegressionStandardizer:
         """No regression: ``z`` passes unchanged (what NPE's ``standardize="prior"`` uses)."""
         dtype = torch.get_default_dtype()
         empty = torch.zeros(0, dtype=dtype)
         return cls(torch.zeros(0, dim, dtype=dtype), torch.zeros(dim, dtype=dtype),
-                   torch.ones(dim, dtype=dtype), empty, empty, pool)
+                   torch.ones(dim, dtype=dtype), empty, empty)
 
     @classmethod
     def fit(cls, z: Tensor, x: Tensor, pool: Sequence[int] = (),
@@ -170,32 +170,26 @@ class RegressionStandardizer(nn.Module):
         features = regression_features(x, pool)
         n, p = features.shape
         if p == 0 or p > cls.MAX_FEATURES or n < cls.ROWS_PER_FEATURE * p:
-            return cls.identity(z.shape[-1], pool)
+            return cls.identity(z.shape[-1])
         step = max(1, n // max_rows)
         f, t = features[::step].double(), z[::step].double()
         f_mean, t_mean = f.mean(0), t.mean(0)
         u, sv, vh = torch.linalg.svd(f - f_mean, full_matrices=False)
-        proj = u.T @ (t - t_mean)                      # (k, d)
+        proj = u.T @ (t - t_mean)                                           # (k, d)
         rows = f.shape[0]
         base = float((sv**2).mean()) or 1.0
-        best = None
-        for penalty in cls.PENALTIES:
-            shrink = (torch.zeros_like(sv) if penalty == float("inf")
-                      else sv**2 / (sv**2 + penalty * base))
-            fitted = u @ (shrink[:, None] * proj)
-            rss = ((t - t_mean - fitted) ** 2).sum(0)  # (d,)
-            dof = float(shrink.sum())
-            gcv = rss / rows / max(1.0 - dof / rows, 1e-3) ** 2
-            coef = vh.T @ ((shrink / sv.clamp_min(1e-12))[:, None] * proj)
-            scale = (rss / max(rows - dof, 1.0)).sqrt()
-            if best is None:
-                best = [gcv, coef, scale]
-            else:
-                better = gcv < best[0]
-                best = [torch.where(better, gcv, best[0]),
-                        torch.where(better[None], coef, best[1]),
-                        torch.where(better, scale, best[2])]
-        _, coef, scale = best
+        # Each penalty's shrinkage of the k singular directions, then its residuals and
+        # generalised cross-validation score per latent; the best penalty per latent wins.
+        shrink = torch.stack([torch.zeros_like(sv) if penalty == float("inf")
+                              else sv**2 / (sv**2 + penalty * base)
+                              for penalty in cls.PENALTIES])                 # (P, k)
+        rss = torch.stack([((t - t_mean - u @ (s[:, None] * proj)) ** 2).sum(0)
+                           for s in shrink])                                # (P, d)
+        dof = shrink.sum(1)                                                 # (P,)
+        gcv = rss / rows / (1.0 - dof / rows).clamp_min(1e-3)[:, None] ** 2
+        best = gcv.argmin(0)                                                # (d,)
+        coef = vh.T @ ((shrink[best] / sv.clamp_min(1e-12)).T * proj)       # (p, d)
+        scale = (rss.gather(0, best[None])[0] / (rows - dof[best]).clamp_min(1.0)).sqrt()
         dtype = z.dtype
         # A latent the data fix exactly would give a zero scale; 1e-4 of the prior's keeps
         # the map invertible in single precision.
