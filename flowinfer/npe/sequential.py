@@ -70,7 +70,20 @@ MCMC_STEPS = 30
 def simulate_round(npe: Any, x: Any, num: int, sim_options: dict[str, Any]) -> Any:
     """A later round's ``num`` simulations: latents from the truncated prior (seeded by
     ``sim_options["seed"]``), data from ``npe``'s model; the time goes to
-    ``npe.timings["simulation"]``."""
+    ``npe.timings["simulation"]``.
+
+    Example:
+        >>> import torch, pyro, pyro.distributions as dist, flowinfer as fi
+        >>> def sensor():
+        ...     level = pyro.sample("level", dist.Uniform(0.0, 10.0))
+        ...     pyro.sample("reading", dist.Normal(level, 0.3))
+        >>> est = fi.NPE(sensor, "reading", embedding="mlp",
+        ...              flow_options={"num_layers": 1, "hidden": (8,)})
+        >>> _ = est.fit(num_simulations=300, epochs=2, seed=0, progress=False)
+        >>> new = simulate_round(est, torch.tensor(4.0), 50, {"seed": 1, "progress": False})
+        >>> len(new), bool(new.latents["level"].min() >= 0.0)
+        (50, True)
+    """
     from flowinfer.npe.simulate import simulate
 
     start = time.perf_counter()

@@ -103,13 +103,14 @@ class RegressionStandardizer(nn.Module):
     With latents z-scored by the prior a posterior is usually much narrower than the flow's
     unit-scale base and moves with the data. A spline flow is the identity outside its box;
     asked for a target a third as wide, it puts the base's tails far out in the target's
-    units (kurtosis 4-7 on a conjugate Gaussian where 3 is exact) and leaves location errors
-    of 0.1 posterior sd. Subtracting a linear prediction from the (standardised) data and
-    dividing by the residual sd gives the flow a unit-scale target where the posterior's
-    location is near-linear in the data. Where it is not (bounded latents, whose
-    unconstrained posteriors have long tails at the box's edges; strongly nonlinear
-    simulators) the residuals divided by ``s`` reach beyond the spline's box and the
-    posterior gets worse, which is why it is not NPE's default (docs/npe.md).
+    units (kurtosis 3.8-6.8 on a conjugate Gaussian where 3 is exact) and leaves location
+    errors of 0.12-0.15 posterior sd (``benchmarks/npe_tails.py``). Subtracting a linear
+    prediction from the (standardised) data and dividing by the residual sd gives the flow
+    a unit-scale target where the posterior's location is near-linear in the data. Where
+    it is not (bounded latents, whose unconstrained posteriors have long tails at the box's
+    edges; strongly nonlinear simulators) the residuals divided by ``s`` reach beyond the
+    spline's box and the posterior gets worse, which is why it is not NPE's default
+    (docs/npe.md).
 
     The ridge penalty is chosen for each latent by generalised cross-validation, and the
     regression is fitted only with at least ``ROWS_PER_FEATURE`` simulations per data
@@ -227,7 +228,13 @@ class RegressionStandardizer(nn.Module):
 def regression_features(x: Tensor, pool: Sequence[int] = ()) -> Tensor:
     """``(N, p)`` features of ``(N, *shape)`` data: the data flattened, after averaging over
     the ``pool`` axes (i.i.d. trials or time), so the features, like the embedding, do not
-    depend on the order or the number of trials."""
+    depend on the order or the number of trials.
+
+    Example:
+        >>> trials = torch.arange(12.0).reshape(1, 4, 3)  # one data set, 4 trials of 3 values
+        >>> regression_features(trials, pool=(0,))
+        tensor([[4.5000, 5.5000, 6.5000]])
+    """
     if pool:
         x = x.mean(dim=tuple(1 + int(a) for a in pool))
     return x.reshape(x.shape[0], -1)
