@@ -108,7 +108,7 @@ def heldout_nll(npe, sims) -> torch.Tensor:
     differently, e.g. ``standardize``, are compared on one scale)."""
     z, x = npe._training_tensors(sims)
     with torch.no_grad():
-        return torch.cat([-(npe.flow.log_prob(zb, npe.embedding(xb)) + npe._log_abs_det())
+        return torch.cat([-(npe.flow.log_prob(zb, npe.embedding(xb)) + npe.scaling.log_abs_det())
                           for zb, xb in zip(z.split(5000), x.split(5000), strict=True)])
 
 

@@ -53,7 +53,8 @@ def main() -> None:
         best = min(range(len(val)), key=val.__getitem__)
         _, sd = exact_mu_posterior(torch.zeros(PER_GROUP, GROUPS))
         # The exact posterior's entropy in the flow's space: log sd plus log|dz/dmu|.
-        ideal = 0.5 * math.log(2 * math.pi * math.e) + math.log(sd) + float(npe._log_abs_det())
+        ideal = (0.5 * math.log(2 * math.pi * math.e) + math.log(sd)
+                 + float(npe.scaling.log_abs_det()))
         print(f"{budget} simulations ({npe.selection['chosen']}): best validation loss "
               f"{val[best]:.3f} at epoch {best + 1} of {len(val)}; ideal {ideal:.3f}")
         g = torch.Generator().manual_seed(3)

@@ -6,6 +6,9 @@ sbibm task (library defaults, seed 0) and, after every round, prints for the obs
 * ``ref_outside``: the share of the reference posterior draws outside the truncation region
   the next round will simulate from (the ``1 - 1e-4`` highest-density region of ``q``); a
   region that cuts off true posterior mass loses it for good;
+* ``prior_inside``: the share of the first round's prior draws inside that region, so the
+  next round simulates ``1 / prior_inside`` times more densely there than the prior does
+  (the most truncation can focus: near 1 means the later rounds are nearly prior draws);
 * ``mean_log_q_ref``: the mean log density of the reference draws under ``q`` (higher is
   better; minus the cross-entropy, so it ranks estimators by KL from the true posterior);
 * ``c2st``: sbibm's C2ST of 2,000 draws against 2,000 reference draws (noisier and higher
@@ -34,19 +37,25 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from sbi import DATA, TASKS, c2st, load_observation  # noqa: E402
 
 import flowinfer as fi  # noqa: E402
+from flowinfer.npe.options import round_budgets  # noqa: E402
 from flowinfer.npe.sequential import hdr_threshold  # noqa: E402
 
 
-def round_report(npe, x, reference: np.ndarray, subset: np.ndarray) -> dict:
-    """The three per-round figures for ``npe``'s posterior at ``x``."""
+def round_report(npe, x, reference: np.ndarray, subset: np.ndarray,
+                 prior_draws: dict) -> dict:
+    """The four per-round figures for ``npe``'s posterior at ``x``."""
     with torch.no_grad(), torch.random.fork_rng():
         torch.manual_seed(12345)  # the report must not move the fit's random stream
         ref = {"theta": torch.as_tensor(reference, dtype=torch.float32)}
+        threshold = hdr_threshold(npe, x).float()
         u = npe.info.to_unconstrained(ref)
-        outside = npe.log_prob_unconstrained(u, x) < hdr_threshold(npe, x).float()
+        outside = npe.log_prob_unconstrained(u, x) < threshold
+        u_prior = npe.info.to_unconstrained(prior_draws)
+        inside = npe.log_prob_unconstrained(u_prior, x) >= threshold
         log_q = npe.log_prob(ref, x=x)
         draws = npe.sample(len(subset), x=x)["theta"].reshape(len(subset), -1)
     return {"ref_outside": float(outside.double().mean()),
+            "prior_inside": float(inside.double().mean()),
             "mean_log_q_ref": float(log_q[torch.isfinite(log_q)].mean()),
             "c2st": c2st(draws.double().numpy(), subset)}
 
@@ -74,9 +83,12 @@ def main() -> None:
 
     def train_and_report(sims, options, seed, progress):
         result = train(sims, options, seed, progress)
+        # The first round's simulations are prior draws, and later rounds append theirs.
+        first = round_budgets(args.simulations, args.rounds)[0]
+        prior_draws = {k: v[:first] for k, v in npe.simulations.latents.items()}
         row = {"round": len(npe.results), "simulations": len(sims),
                "epochs": len(result.history["train_loss"]),
-               **round_report(npe, x, reference, subset)}
+               **round_report(npe, x, reference, subset, prior_draws)}
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
                           for k, v in row.items()}), flush=True)
         return result

@@ -178,9 +178,9 @@ def _flat(info: Any, latents: dict[str, Tensor]) -> Tensor:
 @torch.no_grad()
 def _posterior_batch(npe: Any, observed: dict[str, Tensor], num: int) -> Tensor:
     """``(num, N, latent_dim)`` unconstrained draws for each of N data sets at once."""
-    xs = npe.x_standardizer(npe._pack_x(observed))
+    xs = npe.scaling.data(npe._pack_x(observed))
     z = npe.flow.sample((num,), context=npe.embedding(xs))
-    return npe._from_flow(z, xs)
+    return npe.scaling.from_flow(z, xs)
 
 
 def _checked_pairs(npe: Any, num_simulations: Any, num_posterior_samples: Any,
@@ -287,13 +287,13 @@ def expected_coverage(npe: Any, num_simulations: int = 500, num_posterior_sample
     with torch.random.fork_rng():
         if seed is not None:
             torch.manual_seed(seed)
-        xs = npe.x_standardizer(npe._pack_x(sims.observed))
+        xs = npe.scaling.data(npe._pack_x(sims.observed))
         context = npe.embedding(xs)
         z = npe.flow.sample((num_posterior_samples,), context=context)
         log_q_draws = npe.flow.log_prob(z, context.expand(num_posterior_samples,
                                                           *context.shape))
         u_true = npe.info.to_unconstrained(sims.latents).to(z.dtype)
-        log_q_true = npe.flow.log_prob(npe._to_flow(u_true, xs), context)
+        log_q_true = npe.flow.log_prob(npe.scaling.to_flow(u_true, xs), context)
     # Densities in the standardised unconstrained space: the same ordering of draws as in
     # any fixed space up to that space's Jacobian, which is what an HDR is defined in.
     hdr = (log_q_draws > log_q_true).double().mean(0).cpu().numpy()

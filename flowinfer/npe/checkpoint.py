@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from flowinfer.npe.mixture import CandidateEmbedding, MixtureFlow
 from flowinfer.npe.options import plain, tuples
-from flowinfer.npe.standardize import RegressionStandardizer, Standardizer
+from flowinfer.npe.standardize import PairScaling, RegressionStandardizer, Standardizer
 
 __all__ = ["npe_record", "rebuild_npe"]
 
@@ -28,11 +28,11 @@ def npe_record(npe: Any) -> dict[str, Any]:
         "embedding": npe.embedding_kind,
         "embedding_options": plain(npe.embedding_options),
         "embedding_state": _state(npe.embedding),
-        "theta_standardizer": _state(npe.theta_standardizer),
-        "x_standardizer": _state(npe.x_standardizer),
+        "theta_standardizer": _state(npe.scaling.theta),
+        "x_standardizer": _state(npe.scaling.x),
         "standardize": npe.standardize,
-        "latent_regression": {**_state(npe.latent_regression),
-                              "pool": list(npe.latent_regression.pool)},
+        "latent_regression": {**_state(npe.scaling.latent),
+                              "pool": list(npe.scaling.latent.pool)},
         "constant_data": npe.constant_data,
         "num_simulations": 0 if npe.simulations is None else len(npe.simulations),
         **({"mixture": _mixture_record(npe)} if isinstance(npe.flow, MixtureFlow) else {}),
@@ -131,11 +131,11 @@ def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
         raise ValueError(f"{path}: the saved embedding does not fit: "
                          f"{' '.join(str(err).split())}") from None
     ts, xs = record["theta_standardizer"], record["x_standardizer"]
-    npe.theta_standardizer = Standardizer(ts["mean"], ts["std"])
-    npe.x_standardizer = Standardizer(xs["mean"], xs["std"])
     head = record.get("latent_regression")
-    npe.latent_regression = (RegressionStandardizer.identity(npe.info.latent_dim) if head is None
-                             else RegressionStandardizer(**head))
+    npe.scaling = PairScaling(
+        Standardizer(ts["mean"], ts["std"]), Standardizer(xs["mean"], xs["std"]),
+        RegressionStandardizer.identity(npe.info.latent_dim) if head is None
+        else RegressionStandardizer(**head))
     npe.flow.eval()
     npe.embedding.eval()
     return npe

@@ -52,7 +52,7 @@ from flowinfer.npe.options import (
 from flowinfer.npe.selection import Candidate, default_replicates, embedding_candidates
 from flowinfer.npe.simulate import Simulations, simulate
 from flowinfer.npe.sites import inspect_model
-from flowinfer.npe.standardize import RegressionStandardizer, Standardizer
+from flowinfer.npe.standardize import PairScaling
 from flowinfer.registry import build_flow
 
 __all__ = ["NPE", "DEFAULT_FLOW", "DEFAULT_TRAINING"]
@@ -152,9 +152,8 @@ class NPE:
         self._untrained = copy.deepcopy(self._candidates)
         self._use(self._candidates[0])
         self.selection: dict[str, Any] | None = None
-        self.theta_standardizer: Standardizer | None = None
-        self.x_standardizer: Standardizer | None = None
-        self.latent_regression: RegressionStandardizer | None = None
+        # The maps between pairs and the networks' inputs, fitted on the first training.
+        self.scaling: PairScaling | None = None
         self.simulations: Simulations | None = None
         self.results: list[Any] = []
         self.timings: dict[str, float] = {"simulation": 0.0, "training": 0.0}
@@ -177,27 +176,12 @@ class NPE:
     def _training_tensors(self, sims: Simulations) -> tuple[Tensor, Tensor]:
         u, keep = self.info.unconstrained_draws(sims.latents)
         u, x = u[keep].to(torch.get_default_dtype()), self._pack_x(sims.observed)[keep]
-        if self.theta_standardizer is None:
-            self.theta_standardizer = Standardizer.fit(u, name="latent (unconstrained)")
-            self.x_standardizer = Standardizer.fit(x, name=f"data ({', '.join(self.observed)})",
-                                                   pool=self._pool(),
-                                                   constant=self.constant_data)
-        zt, xs = self.theta_standardizer(u), self.x_standardizer(x)
-        if self.latent_regression is None:
-            self.latent_regression = (
-                RegressionStandardizer.fit(zt, xs, self._pool()) if self.standardize ==
-                "regression" else RegressionStandardizer.identity(zt.shape[-1]))
-        return self.latent_regression(zt, xs), xs
-
-    def _to_flow(self, u: Tensor, xs: Tensor) -> Tensor:
-        """Unconstrained latents ``(..., N, D)`` to the flow's space given ``N`` data sets."""
-        return self.latent_regression(self.theta_standardizer(u), xs)
-
-    def _from_flow(self, z: Tensor, xs: Tensor) -> Tensor:
-        return self.theta_standardizer.inverse(self.latent_regression.inverse(z, xs))
-
-    def _log_abs_det(self) -> Tensor:  # log|dz/du|, the same for every draw
-        return self.theta_standardizer.log_abs_det() + self.latent_regression.log_abs_det()
+        if self.scaling is None:
+            self.scaling = PairScaling.fit(u, x, standardize=self.standardize,
+                                           pool=self._pool(), constant=self.constant_data,
+                                           data_name=f"data ({', '.join(self.observed)})")
+        xs = self.scaling.data(x)
+        return self.scaling.to_flow(u, xs), xs
 
     def _spec_for_simulation(self, vectorize: bool | None):
         if self._spec is None or (vectorize is not None and
@@ -296,7 +280,7 @@ class NPE:
         than one round of 10,000 (docs/npe.md "Sequential rounds")."""
         self._candidates = copy.deepcopy(self._untrained)
         self._use(self._candidates[0])
-        self.theta_standardizer = self.x_standardizer = self.latent_regression = None
+        self.scaling = None
 
     def _use(self, candidate: Candidate) -> None:
         self.embedding, self.flow = candidate.embedding, candidate.flow
@@ -309,13 +293,13 @@ class NPE:
 
     # ------------------------------------------------------------------ posterior
     def _check_fitted(self) -> None:
-        if self.theta_standardizer is None:
+        if self.scaling is None:
             raise RuntimeError("this NPE is not trained yet: call npe.fit(...) first")
 
     def _context(self, x: Any) -> tuple[Tensor, Tensor]:
         """The features of one data set ``x`` and its standardised data ``(1, *shape)``."""
         observed = self.info.check_observation(x)
-        xs = self.x_standardizer(self._pack_x({k: v[None] for k, v in observed.items()}))
+        xs = self.scaling.data(self._pack_x({k: v[None] for k, v in observed.items()}))
         with torch.no_grad():
             return self.embedding(xs)[0], xs
 
@@ -330,7 +314,7 @@ class NPE:
             n = min(left, 100_000)
             parts.append(self.flow.sample((n,), context=context))
             left -= n
-        return self._from_flow(torch.cat(parts), xs)
+        return self.scaling.from_flow(torch.cat(parts), xs)
 
     @torch.no_grad()
     def sample(self, num_samples: int, x: Any) -> dict[str, Tensor]:
@@ -346,9 +330,9 @@ class NPE:
         """``log q(u | x)`` of unconstrained latents ``(..., latent_dim)``."""
         self._check_fitted()
         context, xs = self._context(x)
-        z = self._to_flow(u, xs)
+        z = self.scaling.to_flow(u, xs)
         lq = self.flow.log_prob(z, context.expand(*z.shape[:-1], context.shape[-1]))
-        return lq + self._log_abs_det()
+        return lq + self.scaling.log_abs_det()
 
     def log_prob(self, values: dict[str, Tensor], x: Any) -> Tensor:
         """The estimated posterior log density of ``values`` (constrained space) given ``x``.
@@ -415,6 +399,6 @@ class NPE:
                            model_kwargs=model_kwargs, path=path, embedding=embedding)
 
     def __repr__(self) -> str:
-        state = "trained" if self.theta_standardizer is not None else "untrained"
+        state = "trained" if self.scaling is not None else "untrained"
         return (f"NPE(latents={self.info.latent_names}, observed={self.observed}, "
                 f"flow={self.flow.config['name']!r}, {state})")

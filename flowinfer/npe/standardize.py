@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Standardizer"]
+__all__ = ["Standardizer", "RegressionStandardizer", "PairScaling", "regression_features"]
 
 _CHOICES = ("error", "keep")
 
@@ -238,3 +238,62 @@ def regression_features(x: Tensor, pool: Sequence[int] = ()) -> Tensor:
     if pool:
         x = x.mean(dim=tuple(1 + int(a) for a in pool))
     return x.reshape(x.shape[0], -1)
+
+
+class PairScaling(nn.Module):
+    """Every map between NPE's pairs and its networks' inputs: the data z-scored
+    (``data``), the unconstrained latents z-scored by the simulations and then, with
+    ``standardize="regression"``, standardised given the data (``to_flow``/``from_flow``).
+
+    Args:
+        theta: the latents' :class:`Standardizer`.
+        x: the data's :class:`Standardizer`.
+        latent: the :class:`RegressionStandardizer` applied after ``theta``
+            (``RegressionStandardizer.identity`` for ``standardize="prior"``).
+
+    Example:
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> u = torch.randn(500, 2)
+        >>> x = u[:, :1] + 0.1 * torch.randn(500, 1)
+        >>> scaling = PairScaling.fit(u, x, standardize="regression")
+        >>> z = scaling.to_flow(u, scaling.data(x))
+        >>> [round(float(s), 1) for s in z.std(0)]
+        [1.0, 1.0]
+        >>> bool(torch.allclose(scaling.from_flow(z, scaling.data(x)), u, atol=1e-5))
+        True
+    """
+
+    def __init__(self, theta: Standardizer, x: Standardizer,
+                 latent: RegressionStandardizer) -> None:
+        super().__init__()
+        self.theta, self.x, self.latent = theta, x, latent
+
+    @classmethod
+    def fit(cls, u: Tensor, x: Tensor, *, standardize: str = "prior", pool: Sequence[int] = (),
+            constant: str = "error", data_name: str = "data") -> PairScaling:
+        """The scaling of ``(N, D)`` unconstrained latents ``u`` and ``(N, *shape)`` data
+        ``x``; ``pool`` and ``constant`` as for :meth:`Standardizer.fit`."""
+        theta = Standardizer.fit(u, name="latent (unconstrained)")
+        data = Standardizer.fit(x, name=data_name, pool=pool, constant=constant)
+        latent = (RegressionStandardizer.fit(theta(u), data(x), pool)
+                  if standardize == "regression"
+                  else RegressionStandardizer.identity(u.shape[-1]))
+        return cls(theta, data, latent)
+
+    def data(self, x: Tensor) -> Tensor:
+        """The standardised data (what the embedding reads)."""
+        return self.x(x)
+
+    def to_flow(self, u: Tensor, xs: Tensor) -> Tensor:
+        """Unconstrained latents ``(..., N, D)`` to the flow's space, given the ``N``
+        standardised data sets ``xs``."""
+        return self.latent(self.theta(u), xs)
+
+    def from_flow(self, z: Tensor, xs: Tensor) -> Tensor:
+        """Undo :meth:`to_flow`."""
+        return self.theta.inverse(self.latent.inverse(z, xs))
+
+    def log_abs_det(self) -> Tensor:
+        """``log|dz/du|`` of :meth:`to_flow`, the same for every draw."""
+        return self.theta.log_abs_det() + self.latent.log_abs_det()

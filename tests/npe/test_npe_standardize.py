@@ -106,12 +106,12 @@ def test_npe_standardize_options():
     torch.manual_seed(0)
     prior = fi.NPE(gaussian_model, "x", flow_options=SMALL)  # the default
     prior.fit(num_simulations=400, epochs=2, seed=0, progress=False)
-    assert prior.latent_regression.coef.shape[0] == 0
+    assert prior.scaling.latent.coef.shape[0] == 0
     torch.manual_seed(0)
     regression = fi.NPE(gaussian_model, "x", standardize="regression", flow_options=SMALL)
     regression.fit(num_simulations=400, epochs=2, seed=0, progress=False)
     # Four trials with noise 0.8 against a prior sd of 1-1.4: the data explain most of it.
-    assert (regression.latent_regression.scale < 0.6).all()
+    assert (regression.scaling.latent.scale < 0.6).all()
 
 
 def test_records_saved_before_the_regression_load_as_prior_standardised(tmp_path):

@@ -135,4 +135,4 @@ def test_each_sequential_round_trains_afresh_on_all_pairs(monkeypatch):
     trained = npe.flow.state_dict()
     assert not all(torch.equal(starts[0][k], trained[k]) for k in trained)
     u = npe.info.to_unconstrained({"theta": npe.simulations.latents["theta"]})
-    assert torch.allclose(npe.theta_standardizer.mean, u.mean(0), atol=1e-5)
+    assert torch.allclose(npe.scaling.theta.mean, u.mean(0), atol=1e-5)
