@@ -4,8 +4,9 @@ Runs ``fi.NPE(model, observed="x").fit(num_simulations=N, rounds=R, observation=
 sbibm task (library defaults, seed 0) and, after every round, prints for the observation:
 
 * ``ref_outside``: the share of the reference posterior draws outside the truncation region
-  the next round will simulate from (the ``1 - 1e-4`` highest-density region of ``q``); a
-  region that cuts off true posterior mass loses it for good;
+  the next round will simulate from (where ``q / prior`` is above the threshold that keeps
+  ``1 - 1e-4`` of ``q``'s mass); a region that cuts off true posterior mass loses it for
+  good;
 * ``prior_inside``: the share of the first round's prior draws inside that region, so the
   next round simulates ``1 / prior_inside`` times more densely there than the prior does
   (the most truncation can focus: near 1 means the later rounds are nearly prior draws);
@@ -38,7 +39,7 @@ from sbi import DATA, TASKS, c2st, load_observation  # noqa: E402
 
 import flowinfer as fi  # noqa: E402
 from flowinfer.npe.options import round_budgets  # noqa: E402
-from flowinfer.npe.sequential import hdr_threshold  # noqa: E402
+from flowinfer.npe.sequential import region_score, region_threshold  # noqa: E402
 
 
 def round_report(npe, x, reference: np.ndarray, subset: np.ndarray,
@@ -47,11 +48,9 @@ def round_report(npe, x, reference: np.ndarray, subset: np.ndarray,
     with torch.no_grad(), torch.random.fork_rng():
         torch.manual_seed(12345)  # the report must not move the fit's random stream
         ref = {"theta": torch.as_tensor(reference, dtype=torch.float32)}
-        threshold = hdr_threshold(npe, x).float()
-        u = npe.info.to_unconstrained(ref)
-        outside = npe.log_prob_unconstrained(u, x) < threshold
-        u_prior = npe.info.to_unconstrained(prior_draws)
-        inside = npe.log_prob_unconstrained(u_prior, x) >= threshold
+        threshold = region_threshold(npe, x)
+        outside = region_score(npe, npe.info.to_unconstrained(ref), x) < threshold
+        inside = region_score(npe, npe.info.to_unconstrained(prior_draws), x) >= threshold
         log_q = npe.log_prob(ref, x=x)
         draws = npe.sample(len(subset), x=x)["theta"].reshape(len(subset), -1)
     return {"ref_outside": float(outside.double().mean()),

@@ -173,13 +173,17 @@ class NPE:
         pool = tuple(getattr(self.embedding, "pool", ()))
         return pool if len(self.data_shape) > max(pool, default=-1) else ()
 
-    def _training_tensors(self, sims: Simulations) -> tuple[Tensor, Tensor]:
+    def _training_tensors(self, sims: Simulations,
+                          fit_rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Standardised pairs ``(z, xs)`` of ``sims`` (the scaling fitted first, if not yet;
+        ``fit_rows``: the rows its regression may see)."""
         u, keep = self.info.unconstrained_draws(sims.latents)
         u, x = u[keep].to(torch.get_default_dtype()), self._pack_x(sims.observed)[keep]
         if self.scaling is None:
             self.scaling = PairScaling.fit(u, x, standardize=self.standardize,
                                            pool=self._pool(), constant=self.constant_data,
-                                           data_name=f"data ({', '.join(self.observed)})")
+                                           data_name=f"data ({', '.join(self.observed)})",
+                                           rows=fit_rows)
         xs = self.scaling.data(x)
         return self.scaling.to_flow(u, xs), xs
 

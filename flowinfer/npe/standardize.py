@@ -271,15 +271,23 @@ class PairScaling(nn.Module):
 
     @classmethod
     def fit(cls, u: Tensor, x: Tensor, *, standardize: str = "prior", pool: Sequence[int] = (),
-            constant: str = "error", data_name: str = "data") -> PairScaling:
+            constant: str = "error", data_name: str = "data",
+            rows: Tensor | None = None) -> PairScaling:
         """The scaling of ``(N, D)`` unconstrained latents ``u`` and ``(N, *shape)`` data
-        ``x``; ``pool`` and ``constant`` as for :meth:`Standardizer.fit`."""
+        ``x``; ``pool`` and ``constant`` as for :meth:`Standardizer.fit`.
+
+        ``rows`` (indices; None: all) are the pairs the regression is fitted on: NPE passes
+        its training rows, so the validation loss of a regression-standardised estimator is
+        not scored on pairs the regression has seen (it has ``p * D`` coefficients; the
+        z-scoring, two statistics per column, uses all pairs as sbi does).
+        """
         theta = Standardizer.fit(u, name="latent (unconstrained)")
         data = Standardizer.fit(x, name=data_name, pool=pool, constant=constant)
-        latent = (RegressionStandardizer.fit(theta(u), data(x), pool)
-                  if standardize == "regression"
-                  else RegressionStandardizer.identity(u.shape[-1]))
-        return cls(theta, data, latent)
+        if standardize != "regression":
+            return cls(theta, data, RegressionStandardizer.identity(u.shape[-1]))
+        if rows is not None:
+            u, x = u[rows], x[rows]
+        return cls(theta, data, RegressionStandardizer.fit(theta(u), data(x), pool))
 
     def data(self, x: Tensor) -> Tensor:
         """The standardised data (what the embedding reads)."""

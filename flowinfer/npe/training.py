@@ -35,7 +35,7 @@ from flowinfer.npe.options import DEFAULT_TRAINING, auto_batch
 from flowinfer.npe.selection import select_embedding
 from flowinfer.npe.simulations import Simulations
 
-__all__ = ["train_round", "train_one", "validation_pairs"]
+__all__ = ["train_round", "train_one", "training_rows", "validation_pairs"]
 
 
 def train_round(npe: Any, sims: Simulations, train: dict, seed: int,
@@ -43,7 +43,8 @@ def train_round(npe: Any, sims: Simulations, train: dict, seed: int,
     """Train ``npe`` on ``sims`` (every candidate first, if it still has several); returns
     the kept run's ``FitResult``."""
     # Standardised once: every candidate and the mixture's weights use the same pairs.
-    z, x = npe._training_tensors(sims)
+    u, kept = npe.info.unconstrained_draws(sims.latents)
+    z, x = npe._training_tensors(sims, training_rows(int(kept.sum()), train, seed, u.device))
     if len(npe._candidates) > 1:
         return select_embedding(npe, lambda: train_one(npe, z, x, train, seed, progress),
                                 lambda: validation_pairs(z, x, train, seed))
@@ -73,10 +74,20 @@ def train_one(npe: Any, z: Tensor, x: Tensor, train: dict, seed: int,
     return result
 
 
-def validation_pairs(z: Tensor, x: Tensor, train: dict, seed: int) -> tuple[Tensor, Tensor]:
-    """The rows of ``(z, x)`` that ``train_one``'s loop holds out for validation."""
+def _split(n: int, train: dict, seed: int, device: Any) -> tuple[Tensor, Tensor]:
     from flowinfer.train.minibatch import split_rows
 
-    _, val = split_rows(z.shape[0], train["val_fraction"],
-                        torch.Generator(device=z.device).manual_seed(seed))
+    return split_rows(n, train["val_fraction"],
+                      torch.Generator(device=device).manual_seed(seed))
+
+
+def training_rows(n: int, train: dict, seed: int, device: Any = "cpu") -> Tensor | None:
+    """The rows of ``n`` pairs (on ``device``) that ``train_one``'s loop trains on (None:
+    all, when there is no validation split)."""
+    return _split(n, train, seed, device)[0] if train["val_fraction"] > 0 else None
+
+
+def validation_pairs(z: Tensor, x: Tensor, train: dict, seed: int) -> tuple[Tensor, Tensor]:
+    """The rows of ``(z, x)`` that ``train_one``'s loop holds out for validation."""
+    _, val = _split(z.shape[0], train, seed, z.device)
     return z[val], x[val]

@@ -170,13 +170,13 @@ def test_flow_without_context_or_inverse():
 
 
 def test_truncation_options_are_checked():
-    from flowinfer.npe.sequential import hdr_threshold, truncated_prior_draws
+    from flowinfer.npe.sequential import region_threshold, truncated_prior_draws
 
     npe = fi.NPE(gaussian_model, observed="x", flow_options={"num_layers": 1, "hidden": (8,)})
     npe.fit(num_simulations=100, epochs=1, seed=0, progress=False)
     x = npe.simulations.observed["x"][0]
     with pytest.raises(ValueError, match="epsilon"):
-        hdr_threshold(npe, x, 1.5)
+        region_threshold(npe, x, 1.5)
     with pytest.raises(ValueError, match="mcmc_steps"):
         truncated_prior_draws(npe, x, 10, seed=0, mcmc_steps=-1)
 

@@ -161,3 +161,27 @@ def test_regression_keeps_the_shapes_of_log_prob():
     single = npe.log_prob({"theta": torch.tensor([0.1, -0.2])}, x=x)
     batched = npe.log_prob({"theta": torch.tensor([[0.1, -0.2]])}, x=x)
     assert torch.allclose(single, batched[0])
+
+
+def test_regression_is_fitted_on_the_training_rows_only():
+    """The validation split scores the estimator on pairs it has not seen: the regression
+    (``p * D`` coefficients) must not have seen them either."""
+    from flowinfer.npe.options import training_options
+    from flowinfer.npe.training import training_rows, validation_pairs
+
+    torch.manual_seed(0)
+    npe = fi.NPE(gaussian_model, "x", standardize="regression", embedding="mlp",
+                 flow_options=SMALL)
+    npe.fit(num_simulations=400, epochs=1, seed=3, progress=False)
+    u = npe.info.to_unconstrained(npe.simulations.latents)
+    x = npe.simulations.observed["x"]
+    train = training_options(1, None, None, None, None)
+    rows = training_rows(400, train, 3)
+    expected = RegressionStandardizer.fit(npe.scaling.theta(u[rows]), npe.scaling.x(x[rows]))
+    assert torch.allclose(npe.scaling.latent.coef, expected.coef, atol=1e-6)
+    # The held-out rows are the complement of the training rows.
+    z, xs = npe._training_tensors(npe.simulations)
+    z_val, _ = validation_pairs(z, xs, train, 3)
+    assert len(rows) + z_val.shape[0] == 400
+    everything = RegressionStandardizer.fit(npe.scaling.theta(u), npe.scaling.x(x))
+    assert not torch.allclose(npe.scaling.latent.coef, everything.coef, atol=1e-6)

@@ -69,8 +69,9 @@ def test_sequential_rounds_keep_draws_in_the_prior():
 
 
 def test_truncated_prior_draws_are_distinct_and_match_rejection_sampling():
-    """The sampler against the definition: prior draws kept where log q >= the threshold."""
-    from flowinfer.npe.sequential import hdr_threshold, truncated_prior_draws
+    """The sampler against the definition: prior draws kept where log q - log prior >= the
+    threshold."""
+    from flowinfer.npe.sequential import region_score, region_threshold, truncated_prior_draws
 
     def model():
         theta = pyro.sample("theta", dist.Uniform(-2.0 * torch.ones(3), 2.0).to_event(1))
@@ -84,13 +85,13 @@ def test_truncated_prior_draws_are_distinct_and_match_rejection_sampling():
     # Resampling alone repeats draws; the Metropolis chains spread them out.
     assert torch.unique(draws, dim=0).shape[0] > 0.95 * n
     plain = truncated_prior_draws(npe, x, n, seed=3, epsilon=eps, mcmc_steps=0)["theta"]
-    assert torch.unique(plain, dim=0).shape[0] < 0.8 * n
+    assert torch.unique(plain, dim=0).shape[0] < torch.unique(draws, dim=0).shape[0]
     with torch.random.fork_rng():
         torch.manual_seed(3)
-        tau = hdr_threshold(npe, x, eps)
+        tau = region_threshold(npe, x, eps)
     prior = 4.0 * torch.rand(150_000, 3) - 2.0
     u = npe.info.to_unconstrained({"theta": prior})
-    ref = prior[npe.log_prob_unconstrained(u, x) >= tau.float()]
+    ref = prior[region_score(npe, u, x) >= tau]
     assert ref.shape[0] > 5 * n
     # Means and sds within 5 standard errors of the difference (draws treated as
     # independent: the chains are, and 30 steps leave little of their shared starts).
@@ -136,3 +137,42 @@ def test_each_sequential_round_trains_afresh_on_all_pairs(monkeypatch):
     assert not all(torch.equal(starts[0][k], trained[k]) for k in trained)
     u = npe.info.to_unconstrained({"theta": npe.simulations.latents["theta"]})
     assert torch.allclose(npe.scaling.theta.mean, u.mean(0), atol=1e-5)
+
+
+def test_truncation_region_is_where_posterior_over_prior_is_high():
+    """Of the regions holding 1 - epsilon of q, the one with q / prior above a threshold has
+    the least prior mass (Neyman-Pearson). With a N(0, 1) prior and posterior N(m, s^2) the
+    region is an interval around the ratio's maximum ``m / (1 - s^2)``, not around ``m``:
+    checked against a stand-in estimator whose density is that exact posterior."""
+    import math
+    from types import SimpleNamespace
+
+    from flowinfer.npe.sequential import region_score, region_threshold
+
+    def model():
+        theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(theta, 0.5))
+
+    npe = fi.NPE(model, "x", flow_options=SMALL)
+    m, s = 0.8, 0.5 ** 0.5
+    posterior = dist.Normal(m, s)
+    exact = SimpleNamespace(
+        info=npe.info, _spec_for_simulation=npe._spec_for_simulation,
+        sample_unconstrained=lambda n, x: posterior.sample((n, 1)),
+        log_prob_unconstrained=lambda u, x: posterior.log_prob(u[..., 0]))
+    torch.manual_seed(0)
+    eps = 0.05
+    tau = region_threshold(exact, None, eps)
+    grid = torch.linspace(-4.0, 6.0, 20001)[:, None]
+    inside = grid[region_score(exact, grid, None) >= tau, 0]
+    centre = m / (1 - s**2)
+    assert abs(float(inside.min() + inside.max()) / 2 - centre) < 0.01
+    # It holds 1 - eps of the posterior (up to the threshold's Monte Carlo error) ...
+    mass = float(posterior.cdf(inside.max()) - posterior.cdf(inside.min()))
+    assert abs(mass - (1 - eps)) < 0.01
+    # ... with less prior mass than the posterior's own highest-density interval.
+    half = s * math.sqrt(2) * float(torch.special.erfinv(torch.tensor(1 - eps)))
+    prior = dist.Normal(0.0, 1.0)
+    ratio_prior = float(prior.cdf(inside.max()) - prior.cdf(inside.min()))
+    hdr_prior = float(prior.cdf(torch.tensor(m + half)) - prior.cdf(torch.tensor(m - half)))
+    assert ratio_prior < hdr_prior - 0.01
