@@ -236,8 +236,10 @@ def run_snpe(task, budget, observations, seed, out, rounds, quick, variant):
         score = c2st(theta, reference[:1000] if quick else reference)
         result["per_observation"].append({
             "observation": k, "c2st": score, "sampling_s": seconds, "leakage": leak,
-            "simulation_s": npe.timings["simulation"], "training_s": npe.timings["training"]})
-        print(f"  {task} SNPE {budget} obs {k}: C2ST {score:.3f} leak {leak}", flush=True)
+            "simulation_s": npe.timings["simulation"], "training_s": npe.timings["training"],
+            "region_prior_mass": list(npe.truncation)})
+        print(f"  {task} SNPE {budget} obs {k}: C2ST {score:.3f} leak {leak}; truncation "
+              f"regions' prior mass {[round(m, 3) for m in npe.truncation]}", flush=True)
     _finish(result, out)
 
 

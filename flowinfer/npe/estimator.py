@@ -157,6 +157,8 @@ class NPE:
         self.simulations: Simulations | None = None
         self.results: list[Any] = []
         self.timings: dict[str, float] = {"simulation": 0.0, "training": 0.0}
+        # Prior mass of each later round's truncation region (sequential.simulate_round).
+        self.truncation: list[float] = []
         self._spec = None
 
     # ------------------------------------------------------------------ data
@@ -224,7 +226,9 @@ class NPE:
                 ``{site: (N, *shape)}`` holding every latent and observed site. With
                 ``num_simulations`` as well, that many more are simulated and added.
             rounds: 1 for amortized NPE; more for truncated sequential NPE focused on
-                ``observation`` (see :mod:`flowinfer.npe.sequential`).
+                ``observation`` (see :mod:`flowinfer.npe.sequential`); ``npe.truncation``
+                then holds each later round's region's prior mass (near 1: the rounds
+                barely focus, and cost more training than one round of the same budget).
             observation: the data to focus on (required when ``rounds > 1``).
             seed: seeds the simulations and the training (None: from torch's generator).
             num_workers, executor, simulation_file, chunk_size, vectorize: simulation
@@ -266,6 +270,7 @@ class NPE:
             sims = new if sims is None else sims.extend(new)
         self.simulations = sims
         result = self._train(sims, train, seed, progress)
+        self.truncation = []
         for r in range(1, rounds):
             from flowinfer.npe.sequential import simulate_round
 

@@ -83,7 +83,7 @@ MCMC_STEPS = 30
 def simulate_round(npe: Any, x: Any, num: int, sim_options: dict[str, Any]) -> Any:
     """A later round's ``num`` simulations: latents from the truncated prior (seeded by
     ``sim_options["seed"]``), data from ``npe``'s model; the time goes to
-    ``npe.timings["simulation"]``.
+    ``npe.timings["simulation"]``, the region's prior mass to ``npe.truncation``.
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist, flowinfer as fi
@@ -100,7 +100,9 @@ def simulate_round(npe: Any, x: Any, num: int, sim_options: dict[str, Any]) -> A
     from flowinfer.npe.simulate import simulate
 
     start = time.perf_counter()
-    proposal = truncated_prior_draws(npe, x, num, seed=sim_options["seed"])
+    region: dict[str, float] = {}
+    proposal = truncated_prior_draws(npe, x, num, seed=sim_options["seed"], region=region)
+    npe.truncation.append(region["prior_mass"])
     new = simulate(npe.model, npe.observed, num, latents=proposal, model_args=npe.model_args,
                    model_kwargs=npe.model_kwargs, info=npe.info, spec=npe._spec,
                    **sim_options)
@@ -111,7 +113,8 @@ def simulate_round(npe: Any, x: Any, num: int, sim_options: dict[str, Any]) -> A
 @torch.no_grad()
 def truncated_prior_draws(npe: Any, x: dict[str, Tensor], num: int, *, seed: int,
                           epsilon: float = EPSILON, oversample: int = 10,
-                          mcmc_steps: int = MCMC_STEPS) -> dict[str, Tensor]:
+                          mcmc_steps: int = MCMC_STEPS,
+                          region: dict[str, float] | None = None) -> dict[str, Tensor]:
     """``num`` draws (constrained, ``{site: (num, *shape)}``) of the prior truncated to the
     region where ``npe``'s posterior-to-prior ratio given ``x`` is above its threshold
     (:func:`region_threshold`), which holds ``1 - epsilon`` of the posterior's mass.
@@ -124,6 +127,9 @@ def truncated_prior_draws(npe: Any, x: dict[str, Tensor], num: int, *, seed: int
         epsilon: posterior mass outside the region.
         oversample: candidates drawn per returned draw.
         mcmc_steps: Metropolis steps per resampled draw (0: the resampled draws as they are).
+        region: a dict that receives ``"prior_mass"``, the region's prior mass estimated
+            from the candidates (``mean(inside * prior / q)``; bounded terms, since
+            ``prior / q`` is bounded inside the region): near 1, truncation barely focuses.
     """
     num = check_int(num, "num")
     mcmc_steps = check_int(mcmc_steps, "mcmc_steps", lowest=0)
@@ -136,6 +142,11 @@ def truncated_prior_draws(npe: Any, x: dict[str, Tensor], num: int, *, seed: int
         inside = (log_q - log_prior_u) >= threshold.to(log_q.dtype)
         u, log_q, log_prior_u = u[inside], log_q[inside], log_prior_u[inside]
         log_w = (log_prior_u - log_q).double()
+        if region is not None:
+            # Importance estimate of the prior mass inside, E_q[inside * prior / q]; a
+            # mass, so at most 1 (the estimate's noise can pass 1 when q is broad).
+            region["prior_mass"] = min(1.0, float(torch.nan_to_num(log_w.exp()).sum())
+                                       / len(inside))
         ok = torch.isfinite(log_w)
         u, log_w = u[ok], log_w[ok]
         weights = torch.exp(log_w - log_w.max())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -64,6 +66,8 @@ def test_sequential_rounds_keep_draws_in_the_prior():
     x = torch.tensor([2.9, -1.0])
     npe.fit(num_simulations=600, rounds=3, observation=x, epochs=5, seed=0, progress=False)
     assert len(npe.results) == 3 and len(npe.simulations) == 600
+    # One prior-mass estimate per later round, a share of the prior.
+    assert len(npe.truncation) == 2 and all(0.0 < m <= 1.0 for m in npe.truncation)
     later = npe.simulations.latents["theta"][200:]
     assert (later.abs() <= 3.0).all()
 
@@ -81,7 +85,8 @@ def test_truncated_prior_draws_are_distinct_and_match_rejection_sampling():
     npe = fi.NPE(model, "x", embedding_options={"skip": False}, flow_options=SMALL)
     npe.fit(num_simulations=500, epochs=10, seed=0, progress=False)
     x, eps, n = torch.tensor([0.5, -0.5, 1.2]), 0.05, 2000
-    draws = truncated_prior_draws(npe, x, n, seed=3, epsilon=eps)["theta"]
+    region = {}
+    draws = truncated_prior_draws(npe, x, n, seed=3, epsilon=eps, region=region)["theta"]
     # Resampling alone repeats draws; the Metropolis chains spread them out.
     assert torch.unique(draws, dim=0).shape[0] > 0.95 * n
     plain = truncated_prior_draws(npe, x, n, seed=3, epsilon=eps, mcmc_steps=0)["theta"]
@@ -93,6 +98,12 @@ def test_truncated_prior_draws_are_distinct_and_match_rejection_sampling():
     u = npe.info.to_unconstrained({"theta": prior})
     ref = prior[region_score(npe, u, x) >= tau]
     assert ref.shape[0] > 5 * n
+    # The region's prior mass: the importance estimate from q's 20,000 candidates against
+    # the share of 150,000 prior draws inside. Each candidate's term inside * prior / q
+    # lies in [0, exp(-tau)], so its variance is at most exp(-tau) * mass.
+    share = ref.shape[0] / prior.shape[0]
+    se = (math.exp(-float(tau)) * share / (10 * n) + share * (1 - share) / prior.shape[0])
+    assert abs(region["prior_mass"] - share) < 5 * se**0.5, (region["prior_mass"], share)
     # Means and sds within 5 standard errors of the difference (draws treated as
     # independent: the chains are, and 30 steps leave little of their shared starts).
     se_mean = (ref.var(0) / n + ref.var(0) / ref.shape[0]).sqrt()
@@ -144,7 +155,6 @@ def test_truncation_region_is_where_posterior_over_prior_is_high():
     the least prior mass (Neyman-Pearson). With a N(0, 1) prior and posterior N(m, s^2) the
     region is an interval around the ratio's maximum ``m / (1 - s^2)``, not around ``m``:
     checked against a stand-in estimator whose density is that exact posterior."""
-    import math
     from types import SimpleNamespace
 
     from flowinfer.npe.sequential import region_score, region_threshold
