@@ -73,8 +73,30 @@ def _rebuild_mixture(npe: Any, first_flow: nn.Module, mixture: dict[str, Any]) -
                               for p in mixture["components"]]}
     mixed = MixtureFlow(flows, mixture["sizes"], log_weights.exp())
     mixed.log_weights.copy_(log_weights)  # exactly the saved ones, not re-rounded
-    npe._use(Candidate(CandidateEmbedding(embeddings, mixture["sizes"]), "mixture", options,
-                       mixed))
+    chosen = Candidate(CandidateEmbedding(embeddings, mixture["sizes"]), "mixture", options,
+                       mixed)
+    npe._use(chosen)
+    npe._candidates = [chosen]
+    # A later sequential fit restarts each round from untrained members like the saved ones
+    # (NPE._restart), not from the one candidate the constructor above built.
+    parts = mixture["components"]
+    # A member's copy number: how many earlier members share its specification.
+    npe._untrained = [_untrained_like(npe, part, sum(
+        (p["kind"], p["options"]) == (part["kind"], part["options"]) for p in parts[:k]))
+        for k, part in enumerate(parts)]
+
+
+def _untrained_like(npe: Any, part: dict[str, Any], replicate: int) -> Any:
+    from flowinfer.npe.selection import embedding_candidates
+    from flowinfer.registry import build_flow
+
+    config = part["flow_config"]
+    candidate, = embedding_candidates(
+        part["kind"], tuples(part["options"]), npe.data_shape,
+        lambda k: build_flow(config["name"], dim=npe.info.latent_dim, context_dim=k,
+                             **tuples(config["hyper"])))
+    candidate.replicate = replicate
+    return candidate
 
 
 def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,

@@ -59,3 +59,19 @@ def test_load_needs_the_model_and_the_right_one(tmp_path):
 def test_untrained_npe_cannot_be_saved(tmp_path):
     with pytest.raises(RuntimeError, match="not trained"):
         fi.save(fi.NPE(bounded_model, "x"), tmp_path / "npe.pt")
+
+
+def test_loaded_mixture_restarts_sequential_rounds_with_all_its_members(tmp_path):
+    """Sequential rounds restart from untrained members: after a load they must be as many
+    and of the same kinds as the saved mixture's, not the one candidate a load builds."""
+    npe = fi.NPE(bounded_model, "x", flow_options=SMALL)  # "auto": a four-member mixture
+    npe.fit(num_simulations=200, epochs=1, seed=0, progress=False)
+    path = tmp_path / "npe.pt"
+    fi.save(npe, path)
+    loaded = fi.load(path, model=bounded_model)
+    assert [c.label for c in loaded._untrained] == [c.label for c in npe._untrained]
+    x = npe.simulations.observed["x"][0]
+    loaded.fit(num_simulations=120, rounds=2, observation=x, epochs=1, seed=1,
+               progress=False)
+    assert loaded.selection["candidates"] == [c.label for c in npe._untrained]
+    assert len(loaded.flow.flows) == len(npe.flow.flows)
