@@ -166,6 +166,7 @@ def region_score(npe: Any, u: Tensor, x: Any) -> Tensor:
                        torch.full_like(score, -math.inf))
 
 
+@torch.no_grad()
 def region_threshold(npe: Any, x: Any, epsilon: float = EPSILON) -> Tensor:
     """The :func:`region_score` at the edge of the truncation region: its epsilon-quantile
     over draws from ``npe``'s posterior given ``x`` (drawn with torch's global generator),
