@@ -139,7 +139,7 @@ def truncated_prior_draws(npe: Any, x: dict[str, Tensor], num: int, *, seed: int
         u = npe.sample_unconstrained(num * oversample, x)
         log_q = npe.log_prob_unconstrained(u, x)
         log_prior_u = _log_prior_u(npe, u)
-        inside = (log_q - log_prior_u) >= threshold.to(log_q.dtype)
+        inside = _ratio(log_q, log_prior_u) >= threshold.to(log_q.dtype)
         u, log_q, log_prior_u = u[inside], log_q[inside], log_prior_u[inside]
         log_w = (log_prior_u - log_q).double()
         if region is not None:
@@ -160,8 +160,12 @@ def region_score(npe: Any, u: Tensor, x: Any) -> Tensor:
     """``log q(u | x) - log p(u)`` of unconstrained latents ``u`` ``(N, D)``: the
     posterior-to-prior log ratio that defines the truncation region (the same in any
     coordinates; ``-inf`` outside the prior's support)."""
-    log_prior = _log_prior_u(npe, u)
-    score = npe.log_prob_unconstrained(u, x) - log_prior
+    return _ratio(npe.log_prob_unconstrained(u, x), _log_prior_u(npe, u))
+
+
+def _ratio(log_q: Tensor, log_prior: Tensor) -> Tensor:
+    # Outside the prior's support (or where either density fails) nothing is inside.
+    score = log_q - log_prior
     return torch.where(torch.isfinite(log_prior) & ~torch.isnan(score), score,
                        torch.full_like(score, -math.inf))
 
@@ -214,7 +218,7 @@ def _metropolis(npe: Any, x: Any, u: Tensor, log_prior: Tensor, threshold: Tenso
     for _ in range(steps):
         proposal = u + torch.randn_like(u) @ chol.T
         lp = _log_prior_u(npe, proposal)
-        inside = (npe.log_prob_unconstrained(proposal, x) - lp) >= threshold.to(u.dtype)
+        inside = _ratio(npe.log_prob_unconstrained(proposal, x), lp) >= threshold.to(u.dtype)
         accept = (inside & torch.isfinite(lp)
                   & (torch.rand_like(lp).log() < (lp - log_prior).to(lp.dtype)))
         u = torch.where(accept[:, None], proposal, u)
