@@ -35,11 +35,11 @@ a tiny part of the prior): draw from ``q`` itself, keep the draws inside the reg
 resample them with importance weights ``prior / q`` (bounded: inside the region ``q / prior``
 is at least the threshold). Bounded is not even: the weights grow towards the region's edge,
 where ``q`` puts few draws, so in several dimensions the resampled set repeats a few draws
-(213 distinct draws of 1000 on a 10-D uniform-prior task, ``benchmarks/npe_truncation.py``). Each resampled draw therefore
-starts a random-walk Metropolis chain whose target is the truncated prior itself (prior
-density inside the region, zero outside; steps shaped by the covariance of ``q``'s draws),
-and the chains' states after ``mcmc_steps`` steps are returned: the chains leave the target
-unchanged and spread the repeated starts.
+(213 distinct draws of 1000 on a 10-D uniform-prior task, ``benchmarks/npe_truncation.py``).
+Each resampled draw therefore starts a random-walk Metropolis chain whose target is the
+truncated prior itself (prior density inside the region, zero outside; steps shaped by the
+covariance of ``q``'s draws), and the chains' states after ``mcmc_steps`` steps are
+returned: the chains leave the target unchanged and spread the repeated starts.
 
 Example:
     >>> import torch, pyro, pyro.distributions as dist, flowinfer as fi
