@@ -312,9 +312,15 @@ def _figure(rows, path):
                                if r["task"] == task and r["method"] == method},
                               key=lambda v: v != "default")
             for k, variant in enumerate(variants):
-                mine = sorted((r["budget"], r["c2st_mean"]) for r in rows
-                              if r["task"] == task and r["method"] == method
-                              and r.get("variant", "default") == variant)
+                # Runs of one budget on different observations are one point: the mean
+                # over all their observations.
+                scores: dict[int, list[float]] = {}
+                for r in rows:
+                    if (r["task"], r["method"], r.get("variant", "default")) == (
+                            task, method, variant):
+                        scores.setdefault(r["budget"], []).extend(
+                            o["c2st"] for o in r["per_observation"])
+                mine = sorted((b, float(np.mean(v))) for b, v in scores.items())
                 ax.plot(*zip(*mine, strict=True), color=color,
                         linestyle=_STYLES[min(k, len(_STYLES) - 1)],
                         marker="ox^v"[min(k, 3)],
