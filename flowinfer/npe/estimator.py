@@ -176,16 +176,19 @@ class NPE:
         return pool if len(self.data_shape) > max(pool, default=-1) else ()
 
     def _training_tensors(self, sims: Simulations,
-                          fit_rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                          split: tuple[dict, int] | None = None) -> tuple[Tensor, Tensor]:
         """Standardised pairs ``(z, xs)`` of ``sims`` (the scaling fitted first, if not yet;
-        ``fit_rows``: the rows its regression may see)."""
+        ``split``: the training options and seed whose training rows its regression sees)."""
         u, keep = self.info.unconstrained_draws(sims.latents)
         u, x = u[keep].to(torch.get_default_dtype()), self._pack_x(sims.observed)[keep]
         if self.scaling is None:
+            from flowinfer.npe.training import training_rows
+
+            rows = None if split is None else training_rows(u.shape[0], *split, u.device)
             self.scaling = PairScaling.fit(u, x, standardize=self.standardize,
                                            pool=self._pool(), constant=self.constant_data,
                                            data_name=f"data ({', '.join(self.observed)})",
-                                           rows=fit_rows)
+                                           rows=rows)
         xs = self.scaling.data(x)
         return self.scaling.to_flow(u, xs), xs
 

@@ -219,8 +219,8 @@ def _metropolis(npe: Any, x: Any, u: Tensor, log_prior: Tensor, threshold: Tenso
         proposal = u + torch.randn_like(u) @ chol.T
         lp = _log_prior_u(npe, proposal)
         inside = _ratio(npe.log_prob_unconstrained(proposal, x), lp) >= threshold.to(u.dtype)
-        accept = (inside & torch.isfinite(lp)
-                  & (torch.rand_like(lp).log() < (lp - log_prior).to(lp.dtype)))
+        # inside implies a finite prior density (see _ratio).
+        accept = inside & (torch.rand_like(lp).log() < (lp - log_prior).to(lp.dtype))
         u = torch.where(accept[:, None], proposal, u)
         log_prior = torch.where(accept, lp, log_prior)
     return u

@@ -43,8 +43,7 @@ def train_round(npe: Any, sims: Simulations, train: dict, seed: int,
     """Train ``npe`` on ``sims`` (every candidate first, if it still has several); returns
     the kept run's ``FitResult``."""
     # Standardised once: every candidate and the mixture's weights use the same pairs.
-    u, kept = npe.info.unconstrained_draws(sims.latents)
-    z, x = npe._training_tensors(sims, training_rows(int(kept.sum()), train, seed, u.device))
+    z, x = npe._training_tensors(sims, (train, seed))
     if len(npe._candidates) > 1:
         return select_embedding(npe, lambda: train_one(npe, z, x, train, seed, progress),
                                 lambda: validation_pairs(z, x, train, seed))
