@@ -200,3 +200,23 @@ def test_truncation_region_is_where_posterior_over_prior_is_high():
     ratio_prior = float(prior.cdf(inside.max()) - prior.cdf(inside.min()))
     hdr_prior = float(prior.cdf(torch.tensor(m + half)) - prior.cdf(torch.tensor(m - half)))
     assert ratio_prior < hdr_prior - 0.01
+
+
+def test_sequential_rounds_survive_a_simulator_that_fails_on_part_of_the_prior():
+    """Data NaN for theta > 2 (a third of the prior): those pairs are dropped and counted,
+    and the rounds still run, drawing only inside the prior."""
+    def model():
+        theta = pyro.sample("theta", dist.Uniform(-4.0, 2.0 + 2.0 * torch.ones(())))
+        mean = torch.where(theta > 2.0, torch.full_like(theta, float("nan")), theta)
+        pyro.sample("x", dist.Normal(mean, 0.3, validate_args=False))
+
+    npe = fi.NPE(model, "x", embedding="mlp", flow_options=SMALL)
+    npe.fit(num_simulations=600, rounds=2, observation=torch.tensor(1.5), epochs=5, seed=0,
+            progress=False)
+    assert len(npe.results) == 2 and len(npe.truncation) == 1
+    # Round 1 alone draws 300 from the prior, a third of them (about 100) with theta > 2.
+    assert npe.simulations.num_nonfinite > 50
+    assert torch.isfinite(npe.simulations.observed["x"]).all()
+    draws = npe.sample(500, x=torch.tensor(1.5))["theta"]
+    assert ((draws > -4.0) & (draws < 4.0)).all()
+    assert torch.isfinite(npe.log_prob({"theta": draws}, x=torch.tensor(1.5))).all()
