@@ -14,7 +14,13 @@ simulates from) and the share of the reference posterior draws outside (posterio
 later rounds cannot see; ``1e-4`` if ``q`` were exact); on gaussian_linear_uniform also the
 prior share inside the exact posterior's region.
 
-    python benchmarks/npe_truncation.py [--tasks gaussian_linear_uniform two_moons] [--regions]
+``--inside`` simulates 200 pairs of the next round for observations 1-3 instead
+(:func:`flowinfer.npe.sequential.simulate_round`) and prints the region's prior mass and
+the median share of those pairs' posteriors inside it (``npe.truncation_inside``): low
+means most of the next round's pairs teach posteriors cut by the region.
+
+    python benchmarks/npe_truncation.py [--tasks gaussian_linear_uniform two_moons]
+        [--regions | --inside]
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from flowinfer.npe.sequential import (  # noqa: E402
     EPSILON,
     MCMC_STEPS,
     region_score,
+    simulate_round,
     truncated_prior_draws,
 )
 
@@ -64,6 +71,17 @@ def compare_regions(npe, task: str) -> None:
         print(f"{task} observation {observation}: " + "; ".join(row), flush=True)
 
 
+def next_round_inside(npe, task: str) -> None:
+    """The next round's region (prior mass) and its pairs' posteriors inside it."""
+    for observation in (1, 2, 3):
+        x, _ = load_observation(task, observation)
+        npe.truncation = []  # each observation's region is the one after round 1
+        simulate_round(npe, x, 200, {"seed": observation, "progress": False})
+        print(f"{task} observation {observation}: region prior mass "
+              f"{npe.truncation[-1]:.3f}, median share of the next round's pairs' "
+              f"posteriors inside it {npe.truncation_inside:.3f}", flush=True)
+
+
 def glu_exact_share(x, draws: int = 2_000_000) -> float:
     """The prior share inside gaussian_linear_uniform's exact region: its posterior is a
     product of normals N(x_i, 0.1) truncated to [-1, 1], so the ratio to the uniform prior
@@ -85,6 +103,7 @@ def main() -> None:
                         choices=list(TASKS))
     parser.add_argument("--simulations", type=int, default=1000)
     parser.add_argument("--regions", action="store_true")
+    parser.add_argument("--inside", action="store_true")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"sbibm data not found at {DATA}; nothing to do")
@@ -97,6 +116,9 @@ def main() -> None:
         npe.fit(num_simulations=args.simulations, seed=0, progress=False)
         if args.regions:
             compare_regions(npe, task)
+            continue
+        if args.inside:
+            next_round_inside(npe, task)
             continue
         x, reference = load_observation(task, 1)
         for steps in (0, MCMC_STEPS):

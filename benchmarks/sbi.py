@@ -237,9 +237,11 @@ def run_snpe(task, budget, observations, seed, out, rounds, quick, variant):
         result["per_observation"].append({
             "observation": k, "c2st": score, "sampling_s": seconds, "leakage": leak,
             "simulation_s": npe.timings["simulation"], "training_s": npe.timings["training"],
-            "region_prior_mass": list(npe.truncation)})
+            "region_prior_mass": list(npe.truncation),
+            "region_posterior_inside": npe.truncation_inside})
         print(f"  {task} SNPE {budget} obs {k}: C2ST {score:.3f} leak {leak}; truncation "
-              f"regions' prior mass {[round(m, 3) for m in npe.truncation]}", flush=True)
+              f"regions' prior mass {[round(m, 3) for m in npe.truncation]}, round 2's pairs' "
+              f"posteriors inside {npe.truncation_inside}", flush=True)
     _finish(result, out)
 
 

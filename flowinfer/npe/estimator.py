@@ -157,8 +157,9 @@ class NPE:
         self.simulations: Simulations | None = None
         self.results: list[Any] = []
         self.timings: dict[str, float] = {"simulation": 0.0, "training": 0.0}
-        # Prior mass of each later round's truncation region (sequential.simulate_round).
+        # Later rounds' regions: prior mass, share inside (sequential.simulate_round).
         self.truncation: list[float] = []
+        self.truncation_inside: float | None = None
         self._spec = None
 
     # ------------------------------------------------------------------ data
@@ -231,7 +232,8 @@ class NPE:
             rounds: 1 for amortized NPE; more for truncated sequential NPE focused on
                 ``observation`` (see :mod:`flowinfer.npe.sequential`); ``npe.truncation``
                 then holds each later round's region's prior mass (near 1: the rounds
-                barely focus, and cost more training than one round of the same budget).
+                barely focus), ``npe.truncation_inside`` the median share of round 2's
+                pairs' posteriors inside its region (low: most pairs teach cut ones).
             observation: the data to focus on (required when ``rounds > 1``).
             seed: seeds the simulations and the training (None: from torch's generator).
             num_workers, executor, simulation_file, chunk_size, vectorize: simulation
@@ -273,7 +275,7 @@ class NPE:
             sims = new if sims is None else sims.extend(new)
         self.simulations = sims
         result = self._train(sims, train, seed, progress)
-        self.truncation = []
+        self.truncation, self.truncation_inside = [], None
         for r in range(1, rounds):
             from flowinfer.npe.sequential import simulate_round
 

@@ -30,6 +30,14 @@ Each round then trains the estimator again from its untrained weights on all sim
 far (``NPE._restart``): networks that kept training from the last round overfitted the pairs
 they had already seen within an epoch or two (docs/npe.md "Sequential rounds").
 
+Its limit: at every simulated ``x`` the loss teaches the posterior cut to the region (the
+posterior itself at ``x_o``). In several dimensions most of a region's volume lies near its
+edge, so most pairs' own posteriors reach past it, and the cut densities are harder to
+learn than the smooth ones prior simulations teach: with 10-D posteriors, training on the
+exact region's simulations gave a worse posterior at ``x_o`` than the same number of prior
+simulations at 10,000 (``benchmarks/npe_focus.py``; at 1,000 the denser simulations won).
+:func:`posterior_inside` measures it for the second round (``npe.truncation_inside``).
+
 Drawing from the truncated prior without rejection sampling (which stalls when the region is
 a tiny part of the prior): draw from ``q`` itself, keep the draws inside the region, and
 resample them with importance weights ``prior / q`` (bounded: inside the region ``q / prior``
@@ -72,7 +80,7 @@ from flowinfer.checks import check_int, check_number
 from flowinfer.npe.chunks import latent_log_prior
 
 __all__ = ["simulate_round", "truncated_prior_draws", "region_score", "region_threshold",
-           "EPSILON", "MCMC_STEPS"]
+           "posterior_inside", "EPSILON", "MCMC_STEPS"]
 
 #: Posterior mass left outside the truncation region (Deistler et al. 2022 use 1e-4).
 EPSILON = 1e-4
@@ -83,7 +91,10 @@ MCMC_STEPS = 30
 def simulate_round(npe: Any, x: Any, num: int, sim_options: dict[str, Any]) -> Any:
     """A later round's ``num`` simulations: latents from the truncated prior (seeded by
     ``sim_options["seed"]``), data from ``npe``'s model; the time goes to
-    ``npe.timings["simulation"]``, the region's prior mass to ``npe.truncation``.
+    ``npe.timings["simulation"]``, the region's prior mass to ``npe.truncation``; in the
+    second round, :func:`posterior_inside` of the new pairs to ``npe.truncation_inside``
+    (only then: later estimators were trained on pairs cut by earlier regions, so they
+    have learned the cut and would overstate the share).
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist, flowinfer as fi
@@ -107,6 +118,9 @@ def simulate_round(npe: Any, x: Any, num: int, sim_options: dict[str, Any]) -> A
                    model_kwargs=npe.model_kwargs, info=npe.info, spec=npe._spec,
                    **sim_options)
     npe.timings["simulation"] += time.perf_counter() - start
+    if len(npe.truncation) == 1:
+        npe.truncation_inside = posterior_inside(npe, x, region["threshold"], new.observed,
+                                                 seed=sim_options["seed"])
     return new
 
 
@@ -129,7 +143,8 @@ def truncated_prior_draws(npe: Any, x: dict[str, Tensor], num: int, *, seed: int
         mcmc_steps: Metropolis steps per resampled draw (0: the resampled draws as they are).
         region: a dict that receives ``"prior_mass"``, the region's prior mass estimated
             from the candidates (``mean(inside * prior / q)``; bounded terms, since
-            ``prior / q`` is bounded inside the region): near 1, truncation barely focuses.
+            ``prior / q`` is bounded inside the region): near 1, truncation barely focuses;
+            and ``"threshold"``, the :func:`region_threshold` used.
     """
     num = check_int(num, "num")
     mcmc_steps = check_int(mcmc_steps, "mcmc_steps", lowest=0)
@@ -147,6 +162,7 @@ def truncated_prior_draws(npe: Any, x: dict[str, Tensor], num: int, *, seed: int
             # mass, so at most 1 (the estimate's noise can pass 1 when q is broad).
             region["prior_mass"] = min(1.0, float(torch.nan_to_num(log_w.exp()).sum())
                                        / len(inside))
+            region["threshold"] = float(threshold)
         ok = torch.isfinite(log_w)
         u, log_w = u[ok], log_w[ok]
         weights = torch.exp(log_w - log_w.max())
@@ -194,6 +210,46 @@ def region_threshold(npe: Any, x: Any, epsilon: float = EPSILON) -> Tensor:
                            high_open=True)
     probe = npe.sample_unconstrained(max(10_000, int(10 / epsilon) // 100), x)
     return torch.quantile(region_score(npe, probe, x).double(), epsilon)
+
+
+@torch.no_grad()
+def posterior_inside(npe: Any, x: Any, threshold: float, observed: dict[str, Tensor], *,
+                     seed: int, pairs: int = 100, draws: int = 200) -> float:
+    """The median, over the first ``pairs`` data sets ``x_i`` of ``observed``
+    (``{site: (N, *shape)}``), of the share of ``npe``'s posterior given ``x_i`` inside the
+    truncation region for ``x`` (``region_score(., x) >= threshold``), from ``draws`` draws
+    each.
+
+    Why it matters: with the truncated prior as proposal the likelihood loss teaches
+    ``p(theta | x_i)`` cut to the region and renormalised. That is the posterior at ``x``,
+    but a pair whose own posterior reaches past the region's edge teaches a cut density,
+    which is harder to learn. Near 1, the region leaves the pairs' posteriors whole; in
+    several dimensions most of a region's volume lies near its edge, and the median falls
+    (gaussian_linear_uniform, 10-D: about 0.3 with the exact region), where the denser
+    simulations can gain less than the cut densities cost
+    (``benchmarks/npe_focus.py``, docs/npe.md "Sequential rounds").
+
+    Example:
+        >>> import torch, pyro, pyro.distributions as dist, flowinfer as fi
+        >>> def model():
+        ...     theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
+        ...     pyro.sample("x", dist.Normal(theta, 0.5))
+        >>> npe = fi.NPE(model, "x", flow_options={"num_layers": 1, "hidden": (8,)})
+        >>> _ = npe.fit(num_simulations=200, epochs=2, seed=0, progress=False)
+        >>> x = torch.tensor(0.3)
+        >>> share = posterior_inside(npe, x, float(region_threshold(npe, x)),
+        ...                          {"x": torch.tensor([0.3, 5.0])}, seed=0)
+        >>> 0.0 <= share <= 1.0
+        True
+    """
+    n = min(check_int(pairs, "pairs"), next(iter(observed.values())).shape[0])
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        shares = torch.stack([
+            (region_score(npe, npe.sample_unconstrained(draws, {k: v[i] for k, v in
+                                                                observed.items()}), x)
+             >= threshold).double().mean() for i in range(n)])
+    return float(shares.median())
 
 
 def _log_prior_u(npe: Any, u: Tensor) -> Tensor:
