@@ -225,20 +225,22 @@ def posterior_inside(npe: Any, x: Any, threshold: float, observed: dict[str, Ten
     but a pair whose own posterior reaches past the region's edge teaches a cut density,
     which is harder to learn. Near 1, the region leaves the pairs' posteriors whole; in
     several dimensions most of a region's volume lies near its edge, and the median falls
-    (gaussian_linear_uniform, 10-D: about 0.3 with the exact region), where the denser
+    (10-D normal posteriors: 0.25-0.35 with the exact region), where the denser
     simulations can gain less than the cut densities cost
     (``benchmarks/npe_focus.py``, docs/npe.md "Sequential rounds").
 
     Example:
         >>> import torch, pyro, pyro.distributions as dist, flowinfer as fi
-        >>> def model():
-        ...     theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
-        ...     pyro.sample("x", dist.Normal(theta, 0.5))
-        >>> npe = fi.NPE(model, "x", flow_options={"num_layers": 1, "hidden": (8,)})
-        >>> _ = npe.fit(num_simulations=200, epochs=2, seed=0, progress=False)
-        >>> x = torch.tensor(0.3)
-        >>> share = posterior_inside(npe, x, float(region_threshold(npe, x)),
-        ...                          {"x": torch.tensor([0.3, 5.0])}, seed=0)
+        >>> def gauge():
+        ...     level = pyro.sample("level", dist.Uniform(0.0, 10.0))
+        ...     pyro.sample("reading", dist.Normal(level, 0.3))
+        >>> est = fi.NPE(gauge, "reading", embedding="mlp",
+        ...              flow_options={"num_layers": 1, "hidden": (8,)})
+        >>> _ = est.fit(num_simulations=300, epochs=2, seed=0, progress=False)
+        >>> reading = torch.tensor(4.0)
+        >>> edge = float(region_threshold(est, reading))
+        >>> share = posterior_inside(est, reading, edge, {"reading": torch.tensor([4.0, 9.0])},
+        ...                          seed=0)
         >>> 0.0 <= share <= 1.0
         True
     """
