@@ -75,7 +75,7 @@ def next_round_inside(npe, task: str) -> None:
     """The next round's region (prior mass) and its pairs' posteriors inside it."""
     for observation in (1, 2, 3):
         x, _ = load_observation(task, observation)
-        npe.truncation = []  # each observation's region is the one after round 1
+        npe.truncation_inside = None  # measured for each observation, after round 1
         simulate_round(npe, x, 200, {"seed": observation, "progress": False})
         print(f"{task} observation {observation}: region prior mass "
               f"{npe.truncation[-1]:.3f}, median share of the next round's pairs' "

@@ -241,7 +241,7 @@ def run_snpe(task, budget, observations, seed, out, rounds, quick, variant):
             "region_posterior_inside": npe.truncation_inside})
         print(f"  {task} SNPE {budget} obs {k}: C2ST {score:.3f} leak {leak}; truncation "
               f"regions' prior mass {[round(m, 3) for m in npe.truncation]}, round 2's pairs' "
-              f"posteriors inside {npe.truncation_inside}", flush=True)
+              f"posteriors inside {npe.truncation_inside:.2f}", flush=True)
     _finish(result, out)
 
 

@@ -118,7 +118,7 @@ def simulate_round(npe: Any, x: Any, num: int, sim_options: dict[str, Any]) -> A
                    model_kwargs=npe.model_kwargs, info=npe.info, spec=npe._spec,
                    **sim_options)
     npe.timings["simulation"] += time.perf_counter() - start
-    if len(npe.truncation) == 1:
+    if npe.truncation_inside is None:  # measured once, with the prior-trained estimator
         npe.truncation_inside = posterior_inside(npe, x, region["threshold"], new.observed,
                                                  seed=sim_options["seed"])
     return new
@@ -244,6 +244,7 @@ def posterior_inside(npe: Any, x: Any, threshold: float, observed: dict[str, Ten
         >>> 0.0 <= share <= 1.0
         True
     """
+    draws = check_int(draws, "draws")
     n = min(check_int(pairs, "pairs"), next(iter(observed.values())).shape[0])
     with torch.random.fork_rng():
         torch.manual_seed(seed)

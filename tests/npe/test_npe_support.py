@@ -165,26 +165,31 @@ def test_each_sequential_round_trains_afresh_on_all_pairs(monkeypatch):
     assert torch.allclose(npe.scaling.theta.mean, u.mean(0), atol=1e-5)
 
 
+def _exact_estimator(npe, posterior):
+    """A stand-in for a trained 1-D ``npe`` whose posterior given ``x`` is exactly the
+    distribution ``posterior(x)`` (the region functions need only these attributes)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        info=npe.info, _spec_for_simulation=npe._spec_for_simulation,
+        sample_unconstrained=lambda n, x: posterior(x).sample((n, 1)),
+        log_prob_unconstrained=lambda u, x: posterior(x).log_prob(u[..., 0]))
+
+
 def test_truncation_region_is_where_posterior_over_prior_is_high():
     """Of the regions holding 1 - epsilon of q, the one with q / prior above a threshold has
     the least prior mass (Neyman-Pearson). With a N(0, 1) prior and posterior N(m, s^2) the
     region is an interval around the ratio's maximum ``m / (1 - s^2)``, not around ``m``:
     checked against a stand-in estimator whose density is that exact posterior."""
-    from types import SimpleNamespace
-
     from flowinfer.npe.sequential import region_score, region_threshold
 
     def model():
         theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
         pyro.sample("x", dist.Normal(theta, 0.5))
 
-    npe = fi.NPE(model, "x", flow_options=SMALL)
     m, s = 0.8, 0.5 ** 0.5
     posterior = dist.Normal(m, s)
-    exact = SimpleNamespace(
-        info=npe.info, _spec_for_simulation=npe._spec_for_simulation,
-        sample_unconstrained=lambda n, x: posterior.sample((n, 1)),
-        log_prob_unconstrained=lambda u, x: posterior.log_prob(u[..., 0]))
+    exact = _exact_estimator(fi.NPE(model, "x", flow_options=SMALL), lambda x: posterior)
     torch.manual_seed(0)
     eps = 0.05
     tau = region_threshold(exact, None, eps)
@@ -208,24 +213,17 @@ def test_posterior_inside_matches_the_exact_share():
     sd 0.5: posterior N(0.8 x, 0.2)), the share of a pair's posterior inside the region is a
     normal probability of the region's interval; the median over five data sets matches it
     within four Monte Carlo standard errors of 4,000 draws."""
-    from types import SimpleNamespace
-
     from flowinfer.npe.sequential import posterior_inside, region_score, region_threshold
 
     def model():
         theta = pyro.sample("theta", dist.Normal(0.0, 1.0))
         pyro.sample("x", dist.Normal(theta, 0.5))
 
-    npe = fi.NPE(model, "x", flow_options=SMALL)
-
     def posterior(x):
         return dist.Normal(0.8 * torch.as_tensor(x["x"] if isinstance(x, dict) else x),
                            0.2 ** 0.5)
 
-    exact = SimpleNamespace(
-        info=npe.info, _spec_for_simulation=npe._spec_for_simulation,
-        sample_unconstrained=lambda n, x: posterior(x).sample((n, 1)),
-        log_prob_unconstrained=lambda u, x: posterior(x).log_prob(u[..., 0]))
+    exact = _exact_estimator(fi.NPE(model, "x", flow_options=SMALL), posterior)
     torch.manual_seed(0)
     x_o = torch.tensor(1.0)
     tau = float(region_threshold(exact, x_o, 0.01))
@@ -238,6 +236,9 @@ def test_posterior_inside_matches_the_exact_share():
     assert 0.2 < expected < 0.9  # the median pair's posterior is cut, not whole or gone
     got = posterior_inside(exact, x_o, tau, {"x": data}, seed=0, draws=4000)
     assert abs(got - expected) < 4 * (expected * (1 - expected) / 4000) ** 0.5
+    for bad in ({"pairs": 0}, {"draws": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            posterior_inside(exact, x_o, tau, {"x": data}, seed=0, **bad)
 
 
 def test_sequential_rounds_survive_a_simulator_that_fails_on_part_of_the_prior():
