@@ -54,6 +54,7 @@ from sbibm_extra import TASKS as EXTRA_TASKS  # noqa: E402
 
 import flowinfer as fi  # noqa: E402
 from flowinfer.npe.options import tuples  # noqa: E402
+from flowinfer.npe.training import training_tensors  # noqa: E402
 
 
 def ar1(steps: int = 40):
@@ -106,7 +107,7 @@ def heldout_nll(npe, sims) -> torch.Tensor:
     """``-log q(u | x)`` per held-out pair, in the unconstrained space (the flow's density
     with the Jacobian of the standardisation, so variants that scale the latents
     differently, e.g. ``standardize``, are compared on one scale)."""
-    z, x = npe._training_tensors(sims)
+    z, x = training_tensors(npe, sims)
     with torch.no_grad():
         return torch.cat([-(npe.flow.log_prob(zb, npe.embedding(xb)) + npe.scaling.log_abs_det())
                           for zb, xb in zip(z.split(5000), x.split(5000), strict=True)])

@@ -32,6 +32,7 @@ from npe_heldout import MODELS, capped, common_arguments, heldout_nll, paired  #
 
 import flowinfer as fi  # noqa: E402
 from flowinfer.npe.options import DEFAULT_TRAINING  # noqa: E402
+from flowinfer.npe.training import training_tensors  # noqa: E402
 
 
 def _mixture_nll(nll_a: torch.Tensor, nll_b: torch.Tensor, w: float) -> torch.Tensor:
@@ -54,7 +55,7 @@ def run(name: str, budget: int, seed: int, test_size: int) -> dict:
         npe.fit(simulations=sims, seed=seed, progress=False)
         fitted.append(npe)
     # The validation rows of the training loop: the same seeded permutation.
-    n = fitted[0]._training_tensors(sims)[0].shape[0]
+    n = training_tensors(fitted[0], sims)[0].shape[0]
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val = order[:max(1, round(n * DEFAULT_TRAINING["val_fraction"]))]
     val_nll = [heldout_nll(npe, sims)[val] for npe in fitted]

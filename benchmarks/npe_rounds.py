@@ -15,10 +15,13 @@ sbibm task (library defaults, seed 0) and, after every round, prints for the obs
 * ``c2st``: sbibm's C2ST of 2,000 draws against 2,000 reference draws (noisier and higher
   than the 10,000-draw figure of ``benchmarks/sbi.py``), and that figure after the last round.
 
+``--sequential atomic`` runs the rounds with ``q`` as the proposal and the atomic loss
+(the region figures then describe the region TSNPE would use, for comparison).
 ``--continue-training`` restores the behaviour before the seventh session (each round kept
 training the last round's networks, standardised on the first round) for comparison.
 
     python benchmarks/npe_rounds.py --task slcp --observation 1 [--continue-training]
+        [--sequential atomic]
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ def main() -> None:
     parser.add_argument("--simulations", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--continue-training", action="store_true")
+    parser.add_argument("--sequential", default="truncated", choices=["truncated", "atomic"])
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"sbibm data not found at {DATA}; nothing to do")
@@ -94,7 +98,7 @@ def main() -> None:
 
     npe._train = train_and_report
     npe.fit(num_simulations=args.simulations, rounds=args.rounds, observation=x, seed=0,
-            progress=False)
+            sequential=args.sequential, progress=False)
     draws = npe.sample(10_000, x=x)["theta"].reshape(10_000, -1).double().numpy()
     print(f"{args.task} observation {args.observation}: C2ST (10,000 draws) "
           f"{c2st(draws, reference):.3f}, training {npe.timings['training']:.0f} s")

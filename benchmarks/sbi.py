@@ -231,7 +231,8 @@ def run_snpe(task, budget, observations, seed, out, rounds, quick, variant):
         torch.manual_seed(seed)
         npe = fi.NPE(model, observed="x", constant_data="keep", **variant["npe"])
         npe.fit(num_simulations=budget, rounds=rounds, observation=x, seed=seed,
-                progress=False, **({"epochs": 3} if quick else {}), **variant["fit"])
+                progress=False, **({"epochs": 3} if quick else {}), **variant["fit"],
+                **variant["snpe"])
         theta, seconds, leak = _draws(npe, x, 1000 if quick else 10_000)
         score = c2st(theta, reference[:1000] if quick else reference)
         result["per_observation"].append({
@@ -239,9 +240,12 @@ def run_snpe(task, budget, observations, seed, out, rounds, quick, variant):
             "simulation_s": npe.timings["simulation"], "training_s": npe.timings["training"],
             "region_prior_mass": list(npe.truncation),
             "region_posterior_inside": npe.truncation_inside})
+        inside = ("-" if npe.truncation_inside is None
+                  else f"{npe.truncation_inside:.2f}")
         print(f"  {task} SNPE {budget} obs {k}: C2ST {score:.3f} leak {leak}; truncation "
               f"regions' prior mass {[round(m, 3) for m in npe.truncation]}, round 2's pairs' "
-              f"posteriors inside {npe.truncation_inside:.2f}", flush=True)
+              f"posteriors inside {inside}; training {npe.timings['training']:.0f} s",
+              flush=True)
     _finish(result, out)
 
 
@@ -402,8 +406,10 @@ def _variant(args) -> dict:
         fit["batch_size"] = args.batch_size
     if args.lr:
         fit["lr"] = args.lr
-    name = ",".join(f"{k}={v}" for k, v in {**npe, **fit}.items()) or "default"
-    return {"npe": npe, "fit": fit, "name": name}
+    # Sequential runs only (one-round fits take no such option).
+    snpe = {"sequential": args.sequential_method} if args.sequential_method else {}
+    name = ",".join(f"{k}={v}" for k, v in {**npe, **fit, **snpe}.items()) or "default"
+    return {"npe": npe, "fit": fit, "snpe": snpe, "name": name}
 
 
 def main(argv=None) -> None:
@@ -414,6 +420,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sequential", nargs="*", type=int, default=[],
                         help="budgets for sequential NPE (e.g. 10000)")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--sequential-method", default=None, choices=["truncated", "atomic"],
+                        help="how sequential rounds propose and train (default: NPE's)")
     parser.add_argument("--sbc-budget", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)

@@ -160,6 +160,8 @@ class NPE:
         # Later rounds' regions: prior mass, share inside (sequential.simulate_round).
         self.truncation: list[float] = []
         self.truncation_inside: float | None = None
+        # sequential="atomic": how many leading simulations came from the prior.
+        self.sequential, self.prior_pairs = "truncated", None
         self._spec = None
 
     # ------------------------------------------------------------------ data
@@ -176,23 +178,6 @@ class NPE:
         pool = tuple(getattr(self.embedding, "pool", ()))
         return pool if len(self.data_shape) > max(pool, default=-1) else ()
 
-    def _training_tensors(self, sims: Simulations,
-                          split: tuple[dict, int] | None = None) -> tuple[Tensor, Tensor]:
-        """Standardised pairs ``(z, xs)`` of ``sims`` (the scaling fitted first, if not yet;
-        ``split``: the training options and seed whose training rows its regression sees)."""
-        u, keep = self.info.unconstrained_draws(sims.latents)
-        u, x = u[keep].to(torch.get_default_dtype()), self._pack_x(sims.observed)[keep]
-        if self.scaling is None:
-            from flowinfer.npe.training import training_rows
-
-            rows = None if split is None else training_rows(u.shape[0], *split, u.device)
-            self.scaling = PairScaling.fit(u, x, standardize=self.standardize,
-                                           pool=self._pool(), constant=self.constant_data,
-                                           data_name=f"data ({', '.join(self.observed)})",
-                                           rows=rows)
-        xs = self.scaling.data(x)
-        return self.scaling.to_flow(u, xs), xs
-
     def _spec_for_simulation(self, vectorize: bool | None):
         if self._spec is None or (vectorize is not None and
                                   vectorize != (self._spec.layouts is not None)):
@@ -208,6 +193,7 @@ class NPE:
         simulations: Simulations | dict[str, Tensor] | None = None,
         rounds: int = 1,
         observation: Any = None,
+        sequential: str = "truncated",
         seed: int | None = None,
         num_workers: int = 0,
         executor: Any = None,
@@ -235,6 +221,9 @@ class NPE:
                 barely focus), ``npe.truncation_inside`` the median share of round 2's
                 pairs' posteriors inside its region (low: most pairs teach cut ones).
             observation: the data to focus on (required when ``rounds > 1``).
+            sequential: how later rounds propose and train: ``"truncated"`` (default: the
+                prior cut to ``q``'s region, maximum likelihood) or ``"atomic"`` (``q``
+                itself, the atomic APT loss); :mod:`flowinfer.npe.sequential` compares them.
             seed: seeds the simulations and the training (None: from torch's generator).
             num_workers, executor, simulation_file, chunk_size, vectorize: simulation
                 options (see :func:`flowinfer.npe.simulate.simulate`).
@@ -249,13 +238,18 @@ class NPE:
         Raises:
             TypeError / ValueError: a budget that is not a positive integer, no budget and
                 no simulations, ``rounds > 1`` without a (well-shaped) observation or with
-                nuisance sites sampled before a latent; all before any simulation.
+                nuisance sites sampled before a latent, an unknown ``sequential`` or one
+                other than the default with one round; all before any simulation.
         """
         if num_simulations is None and simulations is None:
             raise ValueError("give num_simulations (a positive integer) or simulations=")
         if num_simulations is not None:
             num_simulations = check_int(num_simulations, "num_simulations")
         rounds, x_obs = sequential_options(rounds, observation, num_simulations, self.info)
+        sequential = check_choice(sequential, "sequential", ("truncated", "atomic"))
+        if rounds == 1 and sequential != "truncated":
+            raise ValueError(f"sequential={sequential!r} is used by sequential rounds only "
+                             "(rounds > 1)")
         train = training_options(epochs, batch_size, lr, val_fraction, patience, weight_decay)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
@@ -273,9 +267,11 @@ class NPE:
                            spec=self._spec_for_simulation(vectorize), **sim_options)
             self.timings["simulation"] += time.perf_counter() - start
             sims = new if sims is None else sims.extend(new)
-        self.simulations = sims
+        self.simulations, self.prior_pairs, self.sequential = sims, None, sequential
         result = self._train(sims, train, seed, progress)
         self.truncation, self.truncation_inside = [], None
+        if rounds > 1 and self.sequential == "atomic":
+            self.prior_pairs = len(sims)  # the atomic loss needs them: those before round 2
         for r in range(1, rounds):
             from flowinfer.npe.sequential import simulate_round
 

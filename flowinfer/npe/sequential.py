@@ -1,17 +1,22 @@
-"""Sequential rounds for one observation: truncated sequential NPE (TSNPE).
+"""Sequential rounds for one observation: truncated sequential NPE (TSNPE, the default) or
+the atomic APT loss (``sequential="atomic"``).
 
 After a round, the next round's parameters are drawn from the *prior truncated* to a region
 that holds ``1 - epsilon`` of the current posterior estimate ``q(theta | x_o)``'s mass
-(``epsilon = 1e-4``). Why this method and not the atomic (APT) loss:
+(``epsilon = 1e-4``). Why this method is the default and not the atomic (APT) loss:
 
 - the proposal is the prior restricted to a region that holds (almost) all of the
   posterior, so the ratio posterior/proposal is the same as posterior/prior there, and the
   plain maximum-likelihood loss stays correct: training is unchanged (one loss, the same
-  ``NPELoss``), with no atoms, no proposal density in the loss and no extra hyper-parameter;
-- APT's atomic loss can put mass outside the prior's support and needs the
-  proposal-corrected density evaluated on atoms; its known failure (leakage) is exactly what
-  our support-aware flow removes by construction, but its training is also less stable, which
-  Deistler et al. (2022) measured on the sbibm tasks (TSNPE matched or beat APT on most).
+  ``NPELoss``), with no atoms and no proposal density in the loss;
+- the atomic loss (:class:`~flowinfer.npe.loss.AtomicNPELoss`, offered as
+  ``sequential="atomic"``: proposals from ``q`` itself) is correct for any proposal, and
+  its known failure (leakage outside the prior) is what our support-aware flow removes by
+  construction; but it scores each pair against nine atoms only, and in several dimensions
+  those lie so far from the pair's posterior that the loss barely depends on the
+  posterior's shape (``benchmarks/npe_atomic_signal.py``: in 10-D a 10% width error costs
+  it a tenth of what it costs the likelihood); it scored worse than truncation on the
+  sbibm tasks measured (docs/npe.md "Sequential rounds").
 
 Which region: of all regions holding ``1 - epsilon`` of ``q``'s mass, the one with the least
 *prior* mass is where the ratio ``q(theta | x_o) / p(theta)`` exceeds a threshold (the
@@ -80,7 +85,7 @@ from flowinfer.checks import check_int, check_number
 from flowinfer.npe.chunks import latent_log_prior
 
 __all__ = ["simulate_round", "truncated_prior_draws", "region_score", "region_threshold",
-           "posterior_inside", "EPSILON", "MCMC_STEPS"]
+           "posterior_inside", "unconstrained_log_prior", "EPSILON", "MCMC_STEPS"]
 
 #: Posterior mass left outside the truncation region (Deistler et al. 2022 use 1e-4).
 EPSILON = 1e-4
@@ -90,7 +95,8 @@ MCMC_STEPS = 30
 
 def simulate_round(npe: Any, x: Any, num: int, sim_options: dict[str, Any]) -> Any:
     """A later round's ``num`` simulations: latents from the truncated prior (seeded by
-    ``sim_options["seed"]``), data from ``npe``'s model; the time goes to
+    ``sim_options["seed"]``; with ``npe.sequential == "atomic"``, from ``npe``'s posterior
+    given ``x`` itself), data from ``npe``'s model; the time goes to
     ``npe.timings["simulation"]``, the region's prior mass to ``npe.truncation``; in the
     second round, :func:`posterior_inside` of the new pairs to ``npe.truncation_inside``
     (only then: later estimators were trained on pairs cut by earlier regions, so they
@@ -112,13 +118,19 @@ def simulate_round(npe: Any, x: Any, num: int, sim_options: dict[str, Any]) -> A
 
     start = time.perf_counter()
     region: dict[str, float] = {}
-    proposal = truncated_prior_draws(npe, x, num, seed=sim_options["seed"], region=region)
-    npe.truncation.append(region["prior_mass"])
+    if npe.sequential == "atomic":
+        with torch.random.fork_rng():
+            torch.manual_seed(sim_options["seed"])
+            proposal = npe.sample(num, x)
+    else:
+        proposal = truncated_prior_draws(npe, x, num, seed=sim_options["seed"],
+                                         region=region)
+        npe.truncation.append(region["prior_mass"])
     new = simulate(npe.model, npe.observed, num, latents=proposal, model_args=npe.model_args,
                    model_kwargs=npe.model_kwargs, info=npe.info, spec=npe._spec,
                    **sim_options)
     npe.timings["simulation"] += time.perf_counter() - start
-    if npe.truncation_inside is None:  # measured once, with the prior-trained estimator
+    if region and npe.truncation_inside is None:  # once, with the prior-trained estimator
         npe.truncation_inside = posterior_inside(npe, x, region["threshold"], new.observed,
                                                  seed=sim_options["seed"])
     return new
@@ -153,7 +165,7 @@ def truncated_prior_draws(npe: Any, x: dict[str, Tensor], num: int, *, seed: int
         threshold = region_threshold(npe, x, epsilon)
         u = npe.sample_unconstrained(num * oversample, x)
         log_q = npe.log_prob_unconstrained(u, x)
-        log_prior_u = _log_prior_u(npe, u)
+        log_prior_u = unconstrained_log_prior(npe, u)
         inside = _ratio(log_q, log_prior_u) >= threshold.to(log_q.dtype)
         u, log_q, log_prior_u = u[inside], log_q[inside], log_prior_u[inside]
         log_w = (log_prior_u - log_q).double()
@@ -176,7 +188,7 @@ def region_score(npe: Any, u: Tensor, x: Any) -> Tensor:
     """``log q(u | x) - log p(u)`` of unconstrained latents ``u`` ``(N, D)``: the
     posterior-to-prior log ratio that defines the truncation region (the same in any
     coordinates; ``-inf`` outside the prior's support)."""
-    return _ratio(npe.log_prob_unconstrained(u, x), _log_prior_u(npe, u))
+    return _ratio(npe.log_prob_unconstrained(u, x), unconstrained_log_prior(npe, u))
 
 
 def _ratio(log_q: Tensor, log_prior: Tensor) -> Tensor:
@@ -255,7 +267,9 @@ def posterior_inside(npe: Any, x: Any, threshold: float, observed: dict[str, Ten
     return float(shares.median())
 
 
-def _log_prior_u(npe: Any, u: Tensor) -> Tensor:
+def unconstrained_log_prior(npe: Any, u: Tensor) -> Tensor:
+    """The prior log density of unconstrained latents ``u`` ``(N, D)`` (the Jacobian of
+    the map to the constrained space included)."""
     theta, ladj = npe.info.to_constrained(u)
     return latent_log_prior(npe._spec_for_simulation(None), theta) + ladj
 
@@ -276,7 +290,7 @@ def _metropolis(npe: Any, x: Any, u: Tensor, log_prior: Tensor, threshold: Tenso
     chol = torch.linalg.cholesky(cov).to(u.dtype) * (2.38 / dim**0.5)
     for _ in range(steps):
         proposal = u + torch.randn_like(u) @ chol.T
-        lp = _log_prior_u(npe, proposal)
+        lp = unconstrained_log_prior(npe, proposal)
         inside = _ratio(npe.log_prob_unconstrained(proposal, x), lp) >= threshold.to(u.dtype)
         # inside implies a finite prior density (see _ratio).
         accept = inside & (torch.rand_like(lp).log() < (lp - log_prior).to(lp.dtype))

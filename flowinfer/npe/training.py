@@ -24,18 +24,20 @@ References:
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from flowinfer.npe.loss import NPELoss
+from flowinfer.npe.loss import AtomicNPELoss, NPELoss
 from flowinfer.npe.options import DEFAULT_TRAINING, auto_batch
 from flowinfer.npe.selection import select_embedding
 from flowinfer.npe.simulations import Simulations
+from flowinfer.npe.standardize import PairScaling
 
-__all__ = ["train_round", "train_one", "training_rows", "validation_pairs"]
+__all__ = ["train_round", "train_one", "training_rows", "training_tensors", "validation_pairs"]
 
 
 def train_round(npe: Any, sims: Simulations, train: dict, seed: int,
@@ -43,25 +45,61 @@ def train_round(npe: Any, sims: Simulations, train: dict, seed: int,
     """Train ``npe`` on ``sims`` (every candidate first, if it still has several); returns
     the kept run's ``FitResult``."""
     # Standardised once: every candidate and the mixture's weights use the same pairs.
-    z, x = npe._training_tensors(sims, (train, seed))
+    data = training_tensors(npe, sims, (train, seed))
     if len(npe._candidates) > 1:
-        return select_embedding(npe, lambda: train_one(npe, z, x, train, seed, progress),
-                                lambda: validation_pairs(z, x, train, seed))
-    return train_one(npe, z, x, train, seed, progress)
+        return select_embedding(npe, lambda: train_one(npe, *data, train=train, seed=seed,
+                                                       progress=progress),
+                                lambda: validation_pairs(*data, train=train, seed=seed))
+    return train_one(npe, *data, train=train, seed=seed, progress=progress)
 
 
-def train_one(npe: Any, z: Tensor, x: Tensor, train: dict, seed: int,
+def training_tensors(npe: Any, sims: Simulations,
+                     split: tuple[dict, int] | None = None) -> tuple[Tensor, ...]:
+    """The training tensors of ``sims``: standardised pairs ``(z, xs)`` (the scaling fitted
+    first, if not yet; ``split``: the training options and seed whose training rows its
+    regression sees). When ``npe.prior_pairs`` is set (``sequential="atomic"`` rounds)
+    also, per pair, the flow-space offset of its data (``to_flow`` of zero), the prior log
+    density of its unconstrained latents and 1.0 for a pair drawn from the prior (0.0 for
+    a proposal's), the rest of :class:`~flowinfer.npe.loss.AtomicNPELoss`'s batch."""
+    u, keep = npe.info.unconstrained_draws(sims.latents)
+    from_prior = None
+    if npe.prior_pairs is not None:
+        from flowinfer.npe.sequential import unconstrained_log_prior
+
+        log_prior = torch.full(keep.shape, -math.inf, dtype=u.dtype)
+        log_prior[keep] = unconstrained_log_prior(npe, u[keep])
+        keep = keep & torch.isfinite(log_prior)
+        from_prior = torch.arange(keep.shape[0]) < npe.prior_pairs
+    u, x = u[keep].to(torch.get_default_dtype()), npe._pack_x(sims.observed)[keep]
+    if npe.scaling is None:
+        rows = None if split is None else training_rows(u.shape[0], *split, u.device)
+        npe.scaling = PairScaling.fit(u, x, standardize=npe.standardize, pool=npe._pool(),
+                                      constant=npe.constant_data,
+                                      data_name=f"data ({', '.join(npe.observed)})",
+                                      rows=rows)
+    xs = npe.scaling.data(x)
+    z = npe.scaling.to_flow(u, xs)
+    if from_prior is None:
+        return z, xs
+    return (z, xs, npe.scaling.latent(torch.zeros_like(z), xs), log_prior[keep].to(z.dtype),
+            from_prior[keep].to(z.dtype))
+
+
+def train_one(npe: Any, z: Tensor, x: Tensor, *atomic: Tensor, train: dict, seed: int,
               progress: bool | None) -> Any:
-    """Fit ``npe.flow`` and ``npe.embedding`` on the standardised pairs ``(z, x)``; appends
-    to ``npe.results``."""
+    """Fit ``npe.flow`` and ``npe.embedding`` on the standardised pairs ``(z, x)`` (with
+    ``atomic``, the rest of :func:`training_tensors`, by the atomic loss); appends to
+    ``npe.results``."""
     from flowinfer.train import fit
 
     batch = train["batch_size"] or auto_batch(z.shape[0])
+    loss = (AtomicNPELoss(npe.flow, npe.embedding) if atomic
+            else NPELoss(npe.flow, npe.embedding))
     npe.flow.train()
     npe.embedding.train()
     start = time.perf_counter()
-    result = fit(NPELoss(npe.flow, npe.embedding), [npe.flow, npe.embedding],
-                 data=(z, x), val_fraction=train["val_fraction"], epochs=train["epochs"],
+    result = fit(loss, [npe.flow, npe.embedding],
+                 data=(z, x, *atomic), val_fraction=train["val_fraction"], epochs=train["epochs"],
                  batch_size=batch, lr=train["lr"], weight_decay=train["weight_decay"],
                  schedule=DEFAULT_TRAINING["schedule"],
                  clip_grad=DEFAULT_TRAINING["clip_grad"], patience=train["patience"],
@@ -86,7 +124,12 @@ def training_rows(n: int, train: dict, seed: int, device: Any = "cpu") -> Tensor
     return _split(n, train, seed, device)[0] if train["val_fraction"] > 0 else None
 
 
-def validation_pairs(z: Tensor, x: Tensor, train: dict, seed: int) -> tuple[Tensor, Tensor]:
-    """The rows of ``(z, x)`` that ``train_one``'s loop holds out for validation."""
+def validation_pairs(z: Tensor, x: Tensor, *atomic: Tensor, train: dict,
+                     seed: int) -> tuple[Tensor, Tensor]:
+    """The rows of ``(z, x)`` that ``train_one``'s loop holds out for validation (with
+    ``atomic``, the rest of :func:`training_tensors`, only those drawn from the prior: the
+    likelihood that weighs a mixture's members is the posterior's only for them)."""
     _, val = _split(z.shape[0], train, seed, z.device)
+    if atomic:
+        val = val[atomic[-1][val] > 0]
     return z[val], x[val]

@@ -124,6 +124,16 @@ def test_observation_of_wrong_shape_names_site_and_shapes(counter):
         npe.fit(num_simulations=100, rounds=2)
 
 
+def test_sequential_method_is_checked_before_simulating(counter):
+    npe = fi.NPE(counted_model, observed="x")
+    before = counter["n"]
+    with pytest.raises(ValueError, match=r"sequential must be one of .*got 'apt'"):
+        npe.fit(num_simulations=100, rounds=2, observation=torch.zeros(3), sequential="apt")
+    with pytest.raises(ValueError, match=r"sequential='atomic' is used by sequential rounds"):
+        npe.fit(num_simulations=100, sequential="atomic")
+    assert counter["n"] == before
+
+
 def test_sample_before_fit_and_wrong_observation_shape():
     npe = fi.NPE(gaussian_model, observed="x", flow_options={"num_layers": 1, "hidden": (8,)})
     with pytest.raises(RuntimeError, match="not trained yet"):

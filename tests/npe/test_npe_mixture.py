@@ -11,7 +11,7 @@ from npe_models import bounded_model
 import flowinfer as fi
 from flowinfer.npe.mixture import MixtureFlow, mixture_weights
 from flowinfer.npe.options import DEFAULT_TRAINING
-from flowinfer.npe.training import validation_pairs
+from flowinfer.npe.training import training_tensors, validation_pairs
 
 
 def test_em_recovers_the_weights_of_a_known_mixture():
@@ -65,8 +65,8 @@ def test_mixture_is_at_least_as_good_as_the_best_candidate_on_validation(mixed):
     sel = mixed.selection
     assert sel["chosen"] == "mixture" and len(sel["weights"]) == 4  # 2 candidates x 2 copies
     assert abs(sum(sel["weights"]) - 1.0) < 1e-9
-    z, x = validation_pairs(*mixed._training_tensors(mixed.simulations),
-                            {"val_fraction": DEFAULT_TRAINING["val_fraction"]}, 0)
+    z, x = validation_pairs(*training_tensors(mixed, mixed.simulations),
+                            train={"val_fraction": DEFAULT_TRAINING["val_fraction"]}, seed=0)
     with torch.no_grad():
         val_loss = -float(mixed.flow.log_prob(z, mixed.embedding(x)).mean())
     # The weights maximise the validation likelihood over a set that holds each candidate.

@@ -167,7 +167,7 @@ def test_regression_is_fitted_on_the_training_rows_only():
     """The validation split scores the estimator on pairs it has not seen: the regression
     (``p * D`` coefficients) must not have seen them either."""
     from flowinfer.npe.options import training_options
-    from flowinfer.npe.training import training_rows, validation_pairs
+    from flowinfer.npe.training import training_rows, training_tensors, validation_pairs
 
     torch.manual_seed(0)
     npe = fi.NPE(gaussian_model, "x", standardize="regression", embedding="mlp",
@@ -180,8 +180,8 @@ def test_regression_is_fitted_on_the_training_rows_only():
     expected = RegressionStandardizer.fit(npe.scaling.theta(u[rows]), npe.scaling.x(x[rows]))
     assert torch.allclose(npe.scaling.latent.coef, expected.coef, atol=1e-6)
     # The held-out rows are the complement of the training rows.
-    z, xs = npe._training_tensors(npe.simulations)
-    z_val, _ = validation_pairs(z, xs, train, 3)
+    z, xs = training_tensors(npe, npe.simulations)
+    z_val, _ = validation_pairs(z, xs, train=train, seed=3)
     assert len(rows) + z_val.shape[0] == 400
     everything = RegressionStandardizer.fit(npe.scaling.theta(u), npe.scaling.x(x))
     assert not torch.allclose(npe.scaling.latent.coef, everything.coef, atol=1e-6)

@@ -149,9 +149,9 @@ def test_each_sequential_round_trains_afresh_on_all_pairs(monkeypatch):
 
     starts, original = [], training.train_one
 
-    def recording(npe, z, x, *args):
+    def recording(npe, *data, **options):
         starts.append({k: v.clone() for k, v in npe.flow.state_dict().items()})
-        return original(npe, z, x, *args)
+        return original(npe, *data, **options)
 
     monkeypatch.setattr(training, "train_one", recording)
     npe = fi.NPE(model, "x", embedding="mlp", flow_options=SMALL)
