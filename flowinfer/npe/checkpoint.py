@@ -31,6 +31,7 @@ def npe_record(npe: Any) -> dict[str, Any]:
         "theta_standardizer": _state(npe.scaling.theta),
         "x_standardizer": _state(npe.scaling.x),
         "standardize": npe.standardize,
+        "data_space": npe.data_space,
         "latent_regression": {**_state(npe.scaling.latent),
                               "pool": list(npe.scaling.latent.pool)},
         "constant_data": npe.constant_data,
@@ -127,7 +128,9 @@ def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
                   else tuples(part["options"]), combine="mixture" if mixture else "best",
                   replicates=1, constant_data=record.get("constant_data", "error"),
                   # Records before the regression standardiser z-scored by the prior only.
-                  standardize=record.get("standardize", "prior"))
+                  standardize=record.get("standardize", "prior"),
+                  # Records before data_space read every site as simulated.
+                  data_space=record.get("data_space", "raw"))
     except ValueError as err:
         raise ValueError(f"{path}: the saved NPE (latent sites {record['latent_names']}, "
                          f"observed {record['observed']}) does not fit this model: {err}"

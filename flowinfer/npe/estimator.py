@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from flowinfer.checks import check_choice, check_int
 from flowinfer.npe.checkpoint import npe_record, rebuild_npe
 from flowinfer.npe.chunks import make_spec
+from flowinfer.npe.data_space import DATA_SPACES, pack_data
 from flowinfer.npe.options import (
     DEFAULT_FLOW,
     DEFAULT_TRAINING,
@@ -102,6 +103,9 @@ class NPE:
             is near-linear in the data (conjugate Gaussian: mean errors <= 0.035 posterior
             sd against 0.15), and worse posteriors where the latents are bounded or the
             relation is strongly nonlinear (docs/npe.md "When not to trust it").
+        data_space: ``"unconstrained"`` (default) reads observed sites with a bounded
+            continuous support through ``biject_to(support).inv`` (log of positive data,
+            logit of proportions; :mod:`flowinfer.npe.data_space`); ``"raw"`` as simulated.
 
     Raises:
         TypeError / ValueError: before any simulation, for a model without latent sites, an
@@ -126,6 +130,7 @@ class NPE:
         replicates: int | None = None,
         constant_data: str = "error",
         standardize: str = "prior",
+        data_space: str = "unconstrained",
     ) -> None:
         if not isinstance(model_args, tuple):
             raise TypeError(f"model_args must be a tuple, got {type(model_args).__name__}")
@@ -136,6 +141,7 @@ class NPE:
         self.constant_data = check_choice(constant_data, "constant_data", _CONSTANT)
         self.combine = check_choice(combine, "combine", ("best", "mixture"))
         self.standardize = check_choice(standardize, "standardize", ("prior", "regression"))
+        self.data_space = check_choice(data_space, "data_space", DATA_SPACES)
         self.info = inspect_model(model, observed, model_args, self.model_kwargs, latents)
         self.observed = list(self.info.observed_names)
         names = self.info.observed_names
@@ -165,14 +171,8 @@ class NPE:
         self._spec = None
 
     # ------------------------------------------------------------------ data
-    def _pack_x(self, observed: dict[str, Tensor]) -> Tensor:
-        names = self.info.observed_names
-        if len(names) == 1:
-            x = observed[names[0]]
-        else:
-            n = observed[names[0]].shape[0]
-            x = torch.cat([observed[k].reshape(n, -1) for k in names], dim=-1)
-        return x.to(torch.get_default_dtype())
+    def _pack_x(self, observed: dict[str, Tensor], observation: bool = False) -> Tensor:
+        return pack_data(self.info, observed, self.data_space, observation)
 
     def _pool(self) -> tuple[int, ...]:
         pool = tuple(getattr(self.embedding, "pool", ()))
@@ -246,6 +246,8 @@ class NPE:
         if num_simulations is not None:
             num_simulations = check_int(num_simulations, "num_simulations")
         rounds, x_obs = sequential_options(rounds, observation, num_simulations, self.info)
+        if x_obs is not None:  # on a support bound: raise now, before any simulation
+            self._pack_x({k: v[None] for k, v in x_obs.items()}, observation=True)
         sequential = check_choice(sequential, "sequential", ("truncated", "atomic"))
         if rounds == 1 and sequential != "truncated":
             raise ValueError(f"sequential={sequential!r} is used by sequential rounds only "
@@ -309,7 +311,7 @@ class NPE:
     def _context(self, x: Any) -> tuple[Tensor, Tensor]:
         """The features of one data set ``x`` and its standardised data ``(1, *shape)``."""
         observed = self.info.check_observation(x)
-        xs = self.scaling.data(self._pack_x({k: v[None] for k, v in observed.items()}))
+        xs = self.scaling.data(self._pack_x({k: v[None] for k, v in observed.items()}, True))
         with torch.no_grad():
             return self.embedding(xs)[0], xs
 

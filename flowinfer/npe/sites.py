@@ -38,6 +38,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 from torch.distributions import biject_to
 
+from flowinfer.npe.data_space import data_transforms
 from flowinfer.npe.supports import check_fixed_supports, draws_outside, support_bounds
 
 __all__ = ["ModelInfo", "inspect_model", "check_site_names"]
@@ -88,6 +89,8 @@ class ModelInfo:
             marginalised, not inferred), in the model's order.
         nuisance_first: nuisance sites sampled before some latent site (the latents'
             prior may then depend on them).
+        data_transforms: maps of the observed sites read on an unconstrained scale
+            (:mod:`flowinfer.npe.data_space`).
     """
 
     latent_names: list[str]
@@ -101,6 +104,7 @@ class ModelInfo:
     observed_dtypes: dict[str, torch.dtype] = field(default_factory=dict)
     nuisance_shapes: dict[str, torch.Size] = field(default_factory=dict)
     nuisance_first: list[str] = field(default_factory=list)
+    data_transforms: dict[str, Any] = field(default_factory=dict)
 
     @property
     def nuisance_names(self) -> list[str]:
@@ -350,10 +354,11 @@ def inspect_model(model: Callable, observed: Any, args: tuple = (),
             f"latents={continuous} (the others are then simulated and marginalised), or make "
             "the discrete sites observed"
         )
-    if any(support_bounds(sample_sites[n]["fn"].support) for n in latents):
+    again = []
+    if any(support_bounds(sample_sites[n]["fn"].support) for n in latents + names):
         with torch.random.fork_rng():
             again = [_plain_trace(model, args, kwargs) for _ in range(_SUPPORT_RUNS)]
-        check_fixed_supports(latents, trace, again)
+    check_fixed_supports(latents, trace, again)
     improper = [n for n in latents if isinstance(sample_sites[n]["fn"], dist.ImproperUniform)]
     if improper:
         raise ValueError(f"latent site(s) {improper} have a flat ImproperUniform prior; NPE "
@@ -379,4 +384,5 @@ def inspect_model(model: Callable, observed: Any, args: tuple = (),
         observed_dtypes={n: sample_sites[n]["value"].dtype for n in names},
         nuisance_shapes={n: sample_sites[n]["value"].shape for n in nuisance},
         nuisance_first=[n for n in nuisance if free.index(n) < last],
+        data_transforms=data_transforms(trace, names, again),
     )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -70,7 +71,16 @@ def training_tensors(npe: Any, sims: Simulations,
         log_prior[keep] = unconstrained_log_prior(npe, u[keep])
         keep = keep & torch.isfinite(log_prior)
         from_prior = torch.arange(keep.shape[0]) < npe.prior_pairs
-    u, x = u[keep].to(torch.get_default_dtype()), npe._pack_x(sims.observed)[keep]
+    x = npe._pack_x(sims.observed)
+    # Data on its support's bound (a positive value that underflowed to 0) is infinite on
+    # the unconstrained scale that data_space="unconstrained" reads.
+    edge = keep & ~torch.isfinite(x.reshape(x.shape[0], -1)).all(-1)
+    if edge.any():
+        warnings.warn(f"{int(edge.sum())} of {int(keep.sum())} simulations have data on the "
+                      "bound of its support; dropped (data_space='raw' keeps them)",
+                      stacklevel=4)
+        keep = keep & ~edge
+    u, x = u[keep].to(torch.get_default_dtype()), x[keep]
     if npe.scaling is None:
         rows = None if split is None else training_rows(u.shape[0], *split, u.device)
         npe.scaling = PairScaling.fit(u, x, standardize=npe.standardize, pool=npe._pool(),
