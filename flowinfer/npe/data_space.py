@@ -38,26 +38,12 @@ import torch
 from torch import Tensor
 from torch.distributions import biject_to
 
-from flowinfer.npe.supports import support_bounds
+from flowinfer.npe.supports import changed_bounds, support_bounds
 
 __all__ = ["DATA_SPACES", "data_transforms", "to_data_space", "pack_data"]
 
 #: ``fi.NPE(data_space=...)``: read bounded data unconstrained (default) or as simulated.
 DATA_SPACES = ("unconstrained", "raw")
-
-
-def _same_bounds(name: str, trace: Any, others: list[Any]) -> bool:
-    first = support_bounds(trace.nodes[name]["fn"].support)
-    for other in others:
-        node = other.nodes.get(name)
-        if node is None:
-            continue
-        bounds = support_bounds(node["fn"].support)
-        if len(bounds) != len(first) or not all(
-                a.shape == b.shape and torch.equal(a, b)
-                for a, b in zip(first, bounds, strict=True)):
-            return False
-    return True
 
 
 def data_transforms(trace: Any, names: list[str], others: list[Any]) -> dict[str, Any]:
@@ -69,7 +55,7 @@ def data_transforms(trace: Any, names: list[str], others: list[Any]) -> dict[str
         fn = site["fn"]
         if site["infer"].get("_deterministic") or getattr(fn.support, "is_discrete", False):
             continue
-        if not support_bounds(fn.support) or not _same_bounds(name, trace, others):
+        if not support_bounds(fn.support) or changed_bounds(name, trace, others) is not None:
             continue
         try:
             forward = biject_to(fn.support)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["support_bounds", "check_fixed_supports", "draws_outside"]
+__all__ = ["support_bounds", "changed_bounds", "check_fixed_supports", "draws_outside"]
 
 
 def support_bounds(constraint: Any) -> list[Tensor]:
@@ -35,24 +35,33 @@ def support_bounds(constraint: Any) -> list[Tensor]:
     return out
 
 
+def changed_bounds(name: str, trace: Any, others: list[Any]) -> Any:
+    """The node of site ``name`` in the first trace of ``others`` whose support bounds differ
+    from those in ``trace`` (None when every trace that has the site agrees)."""
+    first = support_bounds(trace.nodes[name]["fn"].support)
+    for other in others:
+        node = other.nodes.get(name)
+        if node is None:
+            continue
+        bounds = support_bounds(node["fn"].support)
+        if len(bounds) != len(first) or not all(
+                a.shape == b.shape and torch.equal(a, b)
+                for a, b in zip(first, bounds, strict=True)):
+            return node
+    return None
+
+
 def check_fixed_supports(latents: list[str], trace: Any, others: list[Any]) -> None:
     """Raise ``ValueError`` if a latent's support bounds in ``trace`` differ in ``others``."""
     for name in latents:
-        first = support_bounds(trace.nodes[name]["fn"].support)
-        for other in others:
-            node = other.nodes.get(name)
-            if node is None:
-                continue
-            bounds = support_bounds(node["fn"].support)
-            if len(bounds) != len(first) or not all(
-                    a.shape == b.shape and torch.equal(a, b)
-                    for a, b in zip(first, bounds, strict=True)):
-                raise ValueError(
-                    f"latent site {name!r} has a support that changes from run to run "
-                    f"({trace.nodes[name]['fn'].support} on one run, "
-                    f"{node['fn'].support} on another): NPE maps each latent to "
-                    "unconstrained space with one fixed bijection; reparametrise it, e.g. "
-                    "Uniform(0, a) as a * Uniform(0, 1)")
+        node = changed_bounds(name, trace, others)
+        if node is not None:
+            raise ValueError(
+                f"latent site {name!r} has a support that changes from run to run "
+                f"({trace.nodes[name]['fn'].support} on one run, "
+                f"{node['fn'].support} on another): NPE maps each latent to "
+                "unconstrained space with one fixed bijection; reparametrise it, e.g. "
+                "Uniform(0, a) as a * Uniform(0, 1)")
 
 
 def draws_outside(support: Any, value: Tensor) -> Tensor:
