@@ -13,9 +13,16 @@ from torch import Tensor, nn
 
 from flowinfer.npe.mixture import CandidateEmbedding, MixtureFlow
 from flowinfer.npe.options import plain, tuples
+from flowinfer.npe.regressed import DataBeside, RegressedFlow
 from flowinfer.npe.standardize import PairScaling, RegressionStandardizer, Standardizer
 
-__all__ = ["npe_record", "rebuild_npe"]
+__all__ = ["npe_record", "rebuild_npe", "saved_flow"]
+
+
+def saved_flow(npe: Any) -> nn.Module:
+    """The flow ``fi.save`` stores as such: a mixture's first member's, a regressed
+    member's inner flow (the record holds the rest)."""
+    return _inner(getattr(npe.flow, "flows", [npe.flow])[0])
 
 
 def npe_record(npe: Any) -> dict[str, Any]:
@@ -27,7 +34,7 @@ def npe_record(npe: Any) -> dict[str, Any]:
         "nuisance_names": list(npe.info.nuisance_names),
         "embedding": npe.embedding_kind,
         "embedding_options": plain(npe.embedding_options),
-        "embedding_state": _state(npe.embedding),
+        "embedding_state": _state(_inner(npe.embedding)),
         "theta_standardizer": _state(npe.scaling.theta),
         "x_standardizer": _state(npe.scaling.x),
         "standardize": npe.standardize,
@@ -37,7 +44,35 @@ def npe_record(npe: Any) -> dict[str, Any]:
         "constant_data": npe.constant_data,
         "num_simulations": 0 if npe.simulations is None else len(npe.simulations),
         **({"mixture": _mixture_record(npe)} if isinstance(npe.flow, MixtureFlow) else {}),
+        **({"regressed": _head_record(npe.flow)} if isinstance(npe.flow, RegressedFlow)
+           else {}),
     }
+
+
+def _inner(module: nn.Module) -> nn.Module:
+    """A regressed member's own embedding or flow (what is saved and rebuilt by name)."""
+    return module.inner if isinstance(module, DataBeside | RegressedFlow) else module
+
+
+def _head_record(flow: RegressedFlow) -> dict[str, Any]:
+    return {"head": _state(flow.head), "num_features": flow.num_features}
+
+
+def _regressed(net: nn.Module, flow: nn.Module, head: dict[str, Any] | None,
+               data_shape: Any) -> tuple[nn.Module, nn.Module]:
+    """``net`` and ``flow`` wrapped again as the saved regressed member (as they are when
+    ``head`` is None)."""
+    if head is None:
+        return net, flow
+    from flowinfer.npe.selection import regressed_member
+
+    net, flow = regressed_member(net, flow, data_shape)
+    flow.head = RegressionStandardizer(**head["head"], pool=())
+    flow.head_fitted = True
+    if flow.num_features != head["num_features"]:
+        raise ValueError(f"the saved regressed member reads {head['num_features']} data "
+                         f"features, this model's data give {flow.num_features}")
+    return net, flow
 
 
 def _state(module: nn.Module) -> dict[str, Tensor]:
@@ -48,8 +83,11 @@ def _mixture_record(npe: Any) -> dict[str, Any]:
     flows, embeddings = npe.flow.flows, npe.embedding.embeddings
     return {"log_weights": npe.flow.log_weights.detach(), "sizes": list(npe.flow.sizes),
             "components": [{"kind": kind, "options": plain(options),
-                            "embedding_state": _state(e), "flow_config": plain(f.config),
-                            "flow_state": _state(f)}
+                            "embedding_state": _state(_inner(e)),
+                            "flow_config": plain(_inner(f).config),
+                            "flow_state": _state(_inner(f)),
+                            **({"regressed": _head_record(f)}
+                               if isinstance(f, RegressedFlow) else {})}
                            for (kind, options), e, f in zip(
                                npe.embedding_options["components"], embeddings, flows,
                                strict=True)]}
@@ -66,6 +104,7 @@ def _rebuild_mixture(npe: Any, first_flow: nn.Module, mixture: dict[str, Any]) -
         net.load_state_dict(part["embedding_state"])
         flow = first_flow if k == 0 else from_checkpoint(
             {"config": part["flow_config"], "state_dict": part["flow_state"]})
+        net, flow = _regressed(net, flow, part.get("regressed"), npe.data_shape)
         embeddings.append(net)
         flows.append(flow)
     log_weights = mixture["log_weights"]
@@ -97,6 +136,11 @@ def _untrained_like(npe: Any, part: dict[str, Any], replicate: int) -> Any:
         lambda k: build_flow(config["name"], dim=npe.info.latent_dim, context_dim=k,
                              **tuples(config["hyper"])))
     candidate.replicate = replicate
+    if "regressed" in part:
+        from flowinfer.npe.selection import regressed_member
+
+        candidate.embedding, candidate.flow = regressed_member(
+            candidate.embedding, candidate.flow, npe.data_shape)
     return candidate
 
 
@@ -127,8 +171,9 @@ def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
                   embedding_options=None if embedding is not None
                   else tuples(part["options"]), combine="mixture" if mixture else "best",
                   replicates=1, constant_data=record.get("constant_data", "error"),
-                  # Records before the regression standardiser z-scored by the prior only.
-                  standardize=record.get("standardize", "prior"),
+                  # Records before the regression standardiser z-scored by the prior only;
+                  # "mixed" members are rebuilt below (one copy here would refuse it).
+                  standardize=record.get("standardize", "prior").replace("mixed", "prior"),
                   # Records before data_space read every site as simulated.
                   data_space=record.get("data_space", "raw"))
     except ValueError as err:
@@ -151,7 +196,16 @@ def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
             _rebuild_mixture(npe, flow, mixture)
         else:
             npe.embedding.load_state_dict(record["embedding_state"])
-            npe.flow = flow
+            npe.embedding, npe.flow = _regressed(npe.embedding, flow, record.get("regressed"),
+                                                 npe.data_shape)
+            from flowinfer.npe.selection import Candidate
+
+            npe._candidates = [Candidate(npe.embedding, npe.embedding_kind,
+                                         npe.embedding_options, npe.flow)]
+            if "regressed" in record:  # later sequential rounds restart a regressed member
+                npe._untrained = [_untrained_like(npe, {
+                    "kind": record["embedding"], "options": record["embedding_options"],
+                    "flow_config": plain(flow.config), "regressed": True}, 1)]
     except RuntimeError as err:
         raise ValueError(f"{path}: the saved embedding does not fit: "
                          f"{' '.join(str(err).split())}") from None
@@ -161,6 +215,7 @@ def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
         Standardizer(ts["mean"], ts["std"]), Standardizer(xs["mean"], xs["std"]),
         RegressionStandardizer.identity(npe.info.latent_dim) if head is None
         else RegressionStandardizer(**head))
+    npe.standardize = record.get("standardize", "prior")
     npe.flow.eval()
     npe.embedding.eval()
     return npe

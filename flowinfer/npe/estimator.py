@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from flowinfer.checks import check_choice, check_int
-from flowinfer.npe.checkpoint import npe_record, rebuild_npe
+from flowinfer.npe.checkpoint import npe_record, rebuild_npe, saved_flow
 from flowinfer.npe.chunks import make_spec
 from flowinfer.npe.data_space import DATA_SPACES, pack_data
 from flowinfer.npe.options import (
@@ -102,7 +102,9 @@ class NPE:
             a unit-scale target. It gives accurate moments where the posterior's location
             is near-linear in the data (conjugate Gaussian: mean errors <= 0.035 posterior
             sd against 0.15), and worse posteriors where the latents are bounded or the
-            relation is strongly nonlinear (docs/npe.md "When not to trust it").
+            relation is strongly nonlinear (docs/npe.md "When not to trust it"); ``"mixed"``
+            gives every second copy of each candidate its own regression (needs
+            ``replicates`` >= 2; :mod:`flowinfer.npe.regressed`), the mixture weighs both.
         data_space: ``"unconstrained"`` (default) reads observed sites with a bounded
             continuous support through ``biject_to(support).inv`` (log of positive data,
             logit of proportions; :mod:`flowinfer.npe.data_space`); ``"raw"`` as simulated.
@@ -140,7 +142,8 @@ class NPE:
         self.model_kwargs = dict(model_kwargs or {})
         self.constant_data = check_choice(constant_data, "constant_data", _CONSTANT)
         self.combine = check_choice(combine, "combine", ("best", "mixture"))
-        self.standardize = check_choice(standardize, "standardize", ("prior", "regression"))
+        self.standardize = check_choice(standardize, "standardize",
+                                        ("prior", "regression", "mixed"))
         self.data_space = check_choice(data_space, "data_space", DATA_SPACES)
         self.info = inspect_model(model, observed, model_args, self.model_kwargs, latents)
         self.observed = list(self.info.observed_names)
@@ -153,7 +156,7 @@ class NPE:
         self._candidates = embedding_candidates(
             embedding, embedding_options, self.data_shape,
             lambda k: build_flow(flow, dim=self.info.latent_dim, context_dim=k, **options),
-            replicates)
+            replicates, regressed=self.standardize == "mixed")
         # Each sequential round starts again from these (see _restart).
         self._untrained = copy.deepcopy(self._candidates)
         self._use(self._candidates[0])
@@ -164,8 +167,7 @@ class NPE:
         self.results: list[Any] = []
         self.timings: dict[str, float] = {"simulation": 0.0, "training": 0.0}
         # Later rounds' regions: prior mass, share inside (sequential.simulate_round).
-        self.truncation: list[float] = []
-        self.truncation_inside: float | None = None
+        self.truncation, self.truncation_inside = [], None
         # sequential="atomic": how many leading simulations came from the prior.
         self.sequential, self.prior_pairs = "truncated", None
         self._spec = None
@@ -390,7 +392,7 @@ class NPE:
         mixture the first component is ``flow`` and the record holds the others).
         """
         self._check_fitted()
-        return {"flow": getattr(self.flow, "flows", [self.flow])[0], "object": npe_record(self)}
+        return {"flow": saved_flow(self), "object": npe_record(self)}
 
     @classmethod
     def from_checkpoint(cls, flow: nn.Module, record: dict[str, Any], *, model: Callable = None,

@@ -40,9 +40,10 @@ from torch import Tensor, nn
 
 from flowinfer.npe.embeddings import check_embedding, make_embedding
 from flowinfer.npe.mixture import CandidateEmbedding, MixtureFlow, mixture_weights
+from flowinfer.npe.regressed import DataBeside, RegressedFlow, num_regression_features
 
 __all__ = ["AUTO_CANDIDATES", "Candidate", "default_replicates", "embedding_candidates",
-           "select_embedding"]
+           "regressed_member", "select_embedding"]
 
 #: ``embedding="auto"``: (name, options) of the candidates, in the order they are trained.
 AUTO_CANDIDATES = (("mlp", {"skip": True}), ("mlp", {"skip": False}))
@@ -61,6 +62,8 @@ class Candidate:
     def label(self) -> str:
         options = ", ".join(f"{k}={v}" for k, v in self.options.items())
         copy = f"#{self.replicate + 1}" if self.replicate else ""
+        if isinstance(self.flow, RegressedFlow):
+            copy += " regressed"
         return f"{self.kind or type(self.embedding).__name__}({options}){copy}"
 
 
@@ -72,17 +75,21 @@ def default_replicates(embedding: Any) -> int:
 
 def embedding_candidates(embedding: Any, options: dict | None, data_shape: Sequence[int],
                          build_flow: Callable[[int], nn.Module],
-                         replicates: int = 1) -> list[Candidate]:
+                         replicates: int = 1, regressed: bool = False) -> list[Candidate]:
     """The candidates for ``embedding`` (one specification unless ``"auto"``), each built
     ``replicates`` times from fresh initial weights and checked on dummy data.
 
     ``"auto"`` takes ``options`` as MLP options for every candidate; ``skip`` among them
-    fixes that choice, leaving one candidate.
+    fixes that choice, leaving one candidate. With ``regressed`` the odd copies are
+    regressed members (:mod:`flowinfer.npe.regressed`).
 
     Raises:
         TypeError / ValueError: what building or checking the embedding raises; ``replicates``
             above 1 with an ``nn.Module`` (one instance cannot be re-initialised).
     """
+    if regressed and replicates < 2:
+        raise ValueError(f'standardize="mixed" regresses every second copy of each '
+                         f"candidate, so it needs replicates >= 2, got {replicates}")
     if isinstance(embedding, nn.Module) and replicates > 1:
         raise ValueError(f"replicates={replicates} needs a named embedding (each copy starts "
                          "from fresh weights); with an nn.Module instance pass replicates=1")
@@ -98,9 +105,21 @@ def embedding_candidates(embedding: Any, options: dict | None, data_shape: Seque
     for copy in range(replicates):
         for kind, opts in specs:
             net, name, opts = make_embedding(kind, opts, data_shape)
-            out.append(Candidate(net, name, opts, build_flow(check_embedding(net, data_shape)),
-                                 replicate=copy))
+            flow = build_flow(check_embedding(net, data_shape))
+            if regressed and copy % 2 == 1:
+                net, flow = regressed_member(net, flow, data_shape)
+            out.append(Candidate(net, name, opts, flow, replicate=copy))
     return out
+
+
+def regressed_member(net: nn.Module, flow: nn.Module, data_shape: Sequence[int]
+                     ) -> tuple[DataBeside, RegressedFlow]:
+    """``net`` and ``flow`` wrapped as a regressed member, its features pooled over the
+    trial axes ``net`` pools over (those that exist in ``data_shape``)."""
+    pool = tuple(getattr(net, "pool", ()))
+    pool = pool if len(data_shape) > max(pool, default=-1) else ()
+    return (DataBeside(net, pool),
+            RegressedFlow(flow, num_regression_features(data_shape, pool)))
 
 
 def select_embedding(npe: Any, train_one: Callable[[], Any],

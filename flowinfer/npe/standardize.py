@@ -164,10 +164,15 @@ class RegressionStandardizer(nn.Module):
                    torch.ones(dim, dtype=dtype), empty, empty)
 
     @classmethod
-    def fit(cls, z: Tensor, x: Tensor, pool: Sequence[int] = (),
-            max_rows: int = 50_000) -> RegressionStandardizer:
+    def fit(cls, z: Tensor, x: Tensor, pool: Sequence[int] = (), max_rows: int = 50_000,
+            tail_limit: float | None = None) -> RegressionStandardizer:
         """Fit on ``N`` pairs: ``z`` ``(N, d)`` standardised latents, ``x`` ``(N, *shape)``
-        standardised data (at most ``max_rows`` of them, taken evenly, enter the fit)."""
+        standardised data (at most ``max_rows`` of them, taken evenly, enter the fit).
+
+        ``tail_limit``: if given, each latent's scale is raised until the 99% quantile of
+        its absolute residuals in scale units is at most this (a Gaussian's is 2.58), so
+        heavy-tailed residuals do not leave the flow's spline box.
+        """
         features = regression_features(x, pool)
         n, p = features.shape
         if p == 0 or p > cls.MAX_FEATURES or n < cls.ROWS_PER_FEATURE * p:
@@ -196,6 +201,9 @@ class RegressionStandardizer(nn.Module):
         # the map invertible in single precision.
         scale = scale.clamp_min(1e-4)
         intercept = t_mean - f_mean @ coef
+        if tail_limit is not None:
+            residual = (t - f @ coef - intercept).abs().quantile(0.99, dim=0)
+            scale = torch.maximum(scale, residual / tail_limit)
         return cls(coef.to(dtype), intercept.to(dtype), scale.to(dtype),
                    features.min(0).values.to(dtype), features.max(0).values.to(dtype), pool)
 

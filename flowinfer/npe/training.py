@@ -34,11 +34,13 @@ from torch import Tensor
 
 from flowinfer.npe.loss import AtomicNPELoss, NPELoss
 from flowinfer.npe.options import DEFAULT_TRAINING, auto_batch
+from flowinfer.npe.regressed import RegressedFlow
 from flowinfer.npe.selection import select_embedding
 from flowinfer.npe.simulations import Simulations
-from flowinfer.npe.standardize import PairScaling
+from flowinfer.npe.standardize import PairScaling, regression_features
 
-__all__ = ["train_round", "train_one", "training_rows", "training_tensors", "validation_pairs"]
+__all__ = ["train_round", "train_one", "fit_heads", "training_rows", "training_tensors",
+           "validation_pairs"]
 
 
 def train_round(npe: Any, sims: Simulations, train: dict, seed: int,
@@ -47,11 +49,26 @@ def train_round(npe: Any, sims: Simulations, train: dict, seed: int,
     the kept run's ``FitResult``."""
     # Standardised once: every candidate and the mixture's weights use the same pairs.
     data = training_tensors(npe, sims, (train, seed))
+    fit_heads(npe, *data[:2], train=train, seed=seed)
     if len(npe._candidates) > 1:
         return select_embedding(npe, lambda: train_one(npe, *data, train=train, seed=seed,
                                                        progress=progress),
                                 lambda: validation_pairs(*data, train=train, seed=seed))
     return train_one(npe, *data, train=train, seed=seed, progress=progress)
+
+
+def fit_heads(npe: Any, z: Tensor, xs: Tensor, *, train: dict, seed: int) -> None:
+    """Fit the regression of each untrained regressed member (``standardize="mixed"``) on
+    the training rows of the standardised pairs ``(z, xs)``."""
+    rows = None
+    for candidate in npe._candidates:
+        flow = candidate.flow
+        if isinstance(flow, RegressedFlow) and not flow.head_fitted:
+            if rows is None:
+                rows = training_rows(z.shape[0], train, seed, z.device)
+                rows = torch.arange(z.shape[0], device=z.device) if rows is None else rows
+            features = regression_features(xs[rows], candidate.embedding.pool)
+            flow.fit_head(z[rows], features)
 
 
 def training_tensors(npe: Any, sims: Simulations,

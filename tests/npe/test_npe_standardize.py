@@ -90,9 +90,11 @@ def test_identity_and_too_many_features_leave_latents_unchanged():
     assert wide.coef.shape[0] == 0 and torch.equal(wide.scale, torch.ones(3))
 
 
-def test_npe_posterior_is_permutation_invariant_for_iid_trials():
-    npe = fi.NPE(iid_model, "x", embedding="deepset", standardize="regression",
-                 flow_options=SMALL)
+@pytest.mark.parametrize("standardize", ["regression", "mixed"])
+def test_npe_posterior_is_permutation_invariant_for_iid_trials(standardize):
+    # "mixed": the regressed members' features are pooled over the trials as well.
+    npe = fi.NPE(iid_model, "x", embedding="deepset", standardize=standardize,
+                 replicates=2 if standardize == "mixed" else 1, flow_options=SMALL)
     npe.fit(num_simulations=300, epochs=2, seed=0, progress=False)
     x = torch.tensor([0.3, -1.0, 2.0, 0.1, 0.5, 1.5])
     values = {"mu": torch.tensor([0.2, 0.9]), "scale": torch.tensor([1.0, 1.3])}
