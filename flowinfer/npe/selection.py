@@ -89,7 +89,8 @@ def embedding_candidates(embedding: Any, options: dict | None, data_shape: Seque
     """
     if regressed and replicates < 2:
         raise ValueError(f'standardize="mixed" regresses every second copy of each '
-                         f"candidate, so it needs replicates >= 2, got {replicates}")
+                         f"candidate, so it needs replicates >= 2, got {replicates} "
+                         "(pass replicates=2)")
     if isinstance(embedding, nn.Module) and replicates > 1:
         raise ValueError(f"replicates={replicates} needs a named embedding (each copy starts "
                          "from fresh weights); with an nn.Module instance pass replicates=1")
