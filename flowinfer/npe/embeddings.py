@@ -42,7 +42,7 @@ from flowinfer.checks import check_choice, check_int
 
 __all__ = ["MLPEmbedding", "DeepSetEmbedding", "ConvEmbedding", "GRUEmbedding",
            "IdentityEmbedding", "build_embedding", "make_embedding", "check_embedding",
-           "EMBEDDINGS"]
+           "embedding_pool", "EMBEDDINGS"]
 
 EMBEDDINGS = ("mlp", "deepset", "conv", "gru", "identity")
 
@@ -201,6 +201,19 @@ def make_embedding(embedding: Any, options: dict | None, data_shape: Sequence[in
     if options:
         raise ValueError("embedding_options apply to a named embedding only")
     return embedding, None, {}
+
+
+def embedding_pool(net: nn.Module, data_shape: Sequence[int]) -> tuple[int, ...]:
+    """The data axes ``net`` pools over (its ``pool``), or none when data shaped
+    ``data_shape`` lack them (one trial given without its trial axis).
+
+    Example:
+        >>> net = DeepSetEmbedding(features=1)
+        >>> embedding_pool(net, (10,)), embedding_pool(net, ())
+        ((0,), ())
+    """
+    pool = tuple(getattr(net, "pool", ()))
+    return pool if len(data_shape) > max(pool, default=-1) else ()
 
 
 def check_embedding(net: Any, data_shape: Sequence[int]) -> int:

@@ -41,6 +41,7 @@ from flowinfer.checks import check_choice, check_int
 from flowinfer.npe.checkpoint import npe_record, rebuild_npe, saved_flow
 from flowinfer.npe.chunks import make_spec
 from flowinfer.npe.data_space import DATA_SPACES, pack_data
+from flowinfer.npe.embeddings import embedding_pool
 from flowinfer.npe.options import (
     DEFAULT_FLOW,
     DEFAULT_TRAINING,
@@ -177,8 +178,7 @@ class NPE:
         return pack_data(self.info, observed, self.data_space, observation)
 
     def _pool(self) -> tuple[int, ...]:
-        pool = tuple(getattr(self.embedding, "pool", ()))
-        return pool if len(self.data_shape) > max(pool, default=-1) else ()
+        return embedding_pool(self.embedding, self.data_shape)
 
     def _spec_for_simulation(self, vectorize: bool | None):
         if self._spec is None or (vectorize is not None and

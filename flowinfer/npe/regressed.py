@@ -117,16 +117,9 @@ class RegressedFlow(nn.Module):
     def _split(self, context: Tensor) -> tuple[Tensor, Tensor]:
         return context.split([self.inner.context_dim, self.num_features], dim=-1)
 
-    def _prediction(self, features: Tensor) -> Tensor:
-        head = self.head
-        if head.coef.shape[0] == 0:
-            return head.intercept.expand(*features.shape[:-1], -1)
-        return torch.minimum(torch.maximum(features, head.low), head.high) @ head.coef \
-            + head.intercept
-
     def log_prob(self, z: Tensor, context: Tensor) -> Tensor:
         embedded, features = self._split(context)
-        residual = (z - self._prediction(features)) / self.head.scale
+        residual = (z - self.head.predict(features)) / self.head.scale
         return self.inner.log_prob(residual, embedded) + self.head.log_abs_det()
 
     @torch.no_grad()
@@ -135,4 +128,4 @@ class RegressedFlow(nn.Module):
         """Draws of shape ``sample_shape + context's batch shape + (dim,)``."""
         embedded, features = self._split(context)
         residual = self.inner.sample(sample_shape, context=embedded)
-        return residual * self.head.scale + self._prediction(features)
+        return residual * self.head.scale + self.head.predict(features)

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowinfer.npe.embeddings import check_embedding, make_embedding
+from flowinfer.npe.embeddings import check_embedding, embedding_pool, make_embedding
 from flowinfer.npe.mixture import CandidateEmbedding, MixtureFlow, mixture_weights
 from flowinfer.npe.regressed import DataBeside, RegressedFlow, num_regression_features
 
@@ -117,8 +117,7 @@ def regressed_member(net: nn.Module, flow: nn.Module, data_shape: Sequence[int]
                      ) -> tuple[DataBeside, RegressedFlow]:
     """``net`` and ``flow`` wrapped as a regressed member, its features pooled over the
     trial axes ``net`` pools over (those that exist in ``data_shape``)."""
-    pool = tuple(getattr(net, "pool", ()))
-    pool = pool if len(data_shape) > max(pool, default=-1) else ()
+    pool = embedding_pool(net, data_shape)
     return (DataBeside(net, pool),
             RegressedFlow(flow, num_regression_features(data_shape, pool)))
 

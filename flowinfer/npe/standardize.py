@@ -209,9 +209,13 @@ class RegressionStandardizer(nn.Module):
 
     def prediction(self, x: Tensor) -> Tensor:
         """``(N, d)`` predicted latents for ``(N, *shape)`` standardised data."""
+        return self.predict(regression_features(x, self.pool))
+
+    def predict(self, features: Tensor) -> Tensor:
+        """``(..., d)`` predicted latents for ``(..., p)`` features, clipped first to their
+        range in the fit."""
         if self.coef.shape[0] == 0:
-            return self.intercept.expand(x.shape[0], -1)
-        features = regression_features(x, self.pool)
+            return self.intercept.expand(*features.shape[:-1], -1)
         return torch.minimum(torch.maximum(features, self.low), self.high) @ self.coef \
             + self.intercept
 
