@@ -13,7 +13,8 @@ prior is the model's own prior on ``theta``, traced from it). Each draws ``--dra
 per observation, scored by sbibm's C2ST (``sbi.py``'s ``c2st``) against as many reference draws.
 sbi is a benchmark-only extra (``pip install sbi``).
 
-Run: ``python benchmarks/npe_vs_sbi.py --budgets 1000 10000 --observations 1-3``.
+Run: ``python benchmarks/npe_vs_sbi.py --budgets 1000 10000 --observations 1-3``;
+``--options '{"standardize": "prior"}'`` passes NPE options to ours (recorded in each row).
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ def _flat(values: dict, names) -> torch.Tensor:
     return torch.cat([values[s].reshape(lead, -1).float() for s in names], -1)
 
 
-def run_ours(task, sims, observations):
+def run_ours(task, sims, observations, options=None):
     model, observed = TASKS[task]
     torch.manual_seed(0)
-    npe = fi.NPE(model, observed=observed)
+    npe = fi.NPE(model, observed=observed, **(options or {}))
     npe.fit(simulations=sims, seed=0, progress=False)
     draws = {}
     for k, (x, n) in observations.items():
@@ -89,8 +90,11 @@ def main(argv=None) -> None:
     parser.add_argument("--draws", type=int, default=10_000)
     parser.add_argument("--sbi-batch", type=int, default=10_000)
     parser.add_argument("--methods", nargs="+", default=["ours", "sbi"])
+    parser.add_argument("--options", default="{}",
+                        help='JSON fi.NPE options for ours, e.g. \'{"standardize": "prior"}\'')
     parser.add_argument("--out", default="out/npe_vs_sbi")
     args = parser.parse_args(argv)
+    options = json.loads(args.options)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,11 +108,12 @@ def main(argv=None) -> None:
             sims = fi.simulate(model, observed, budget, seed=budget, progress=False)
             for method in args.methods:
                 if method == "ours":
-                    draws, seconds, chosen = run_ours(task, sims, obs)
+                    draws, seconds, chosen = run_ours(task, sims, obs, options)
                 else:
                     (draws, seconds), chosen = run_sbi(task, sims, obs, args.sbi_batch), None
                 scores = {k: sbibm_tasks.c2st(draws[k], refs[k]) for k in obs}
                 row = {"task": task, "budget": budget, "method": method,
+                       "options": options if method == "ours" else {},
                        "c2st": scores, "c2st_mean": float(np.mean(list(scores.values()))),
                        "training_s": seconds, "chosen": chosen, "draws": args.draws}
                 print(json.dumps(row), flush=True)

@@ -51,7 +51,7 @@ from flowinfer.npe.options import (
     sequential_options,
     training_options,
 )
-from flowinfer.npe.selection import Candidate, default_replicates, embedding_candidates
+from flowinfer.npe.selection import Candidate, embedding_candidates, member_settings
 from flowinfer.npe.simulate import Simulations, simulate
 from flowinfer.npe.sites import inspect_model
 from flowinfer.npe.standardize import PairScaling
@@ -96,16 +96,15 @@ class NPE:
             what each got right (docs/npe.md "Defaults").
         constant_data: ``"error"`` (default) raises when a data column is the same in every
             simulation; ``"keep"`` leaves such columns unscaled.
-        standardize: how the latents are scaled for the flow: ``"prior"`` (default)
-            z-scores them by the simulations (sbi's choice); ``"regression"`` then subtracts
-            a ridge regression on the standardised data and divides by its residual sd
-            (:class:`~flowinfer.npe.standardize.RegressionStandardizer`), so the flow models
-            a unit-scale target. It gives accurate moments where the posterior's location
-            is near-linear in the data (conjugate Gaussian: mean errors <= 0.035 posterior
-            sd against 0.15), and worse posteriors where the latents are bounded or the
-            relation is strongly nonlinear (docs/npe.md "When not to trust it"); ``"mixed"``
-            gives every second copy of each candidate its own regression (needs
-            ``replicates`` >= 2; :mod:`flowinfer.npe.regressed`), the mixture weighs both.
+        standardize: how the latents are scaled for the flow: ``"prior"`` z-scores them
+            by the simulations (sbi's choice); ``"regression"`` then subtracts a ridge
+            regression on the standardised data and divides by its residual sd
+            (:class:`~flowinfer.npe.standardize.RegressionStandardizer`): accurate moments
+            where the posterior's location is near-linear in the data, worse posteriors
+            where the latents are bounded or the relation is strongly nonlinear;
+            ``"mixed"`` gives every second copy of each candidate its own regression (needs
+            ``replicates`` >= 2; :mod:`flowinfer.npe.regressed`), the mixture weighs both;
+            ``"auto"`` (default): ``"mixed"`` with two or more copies, else ``"prior"``.
         data_space: ``"unconstrained"`` (default) reads observed sites with a bounded
             continuous support through ``biject_to(support).inv`` (log of positive data,
             logit of proportions; :mod:`flowinfer.npe.data_space`); ``"raw"`` as simulated.
@@ -132,7 +131,7 @@ class NPE:
         combine: str = "mixture",
         replicates: int | None = None,
         constant_data: str = "error",
-        standardize: str = "prior",
+        standardize: str = "auto",
         data_space: str = "unconstrained",
     ) -> None:
         if not isinstance(model_args, tuple):
@@ -143,8 +142,6 @@ class NPE:
         self.model_kwargs = dict(model_kwargs or {})
         self.constant_data = check_choice(constant_data, "constant_data", _CONSTANT)
         self.combine = check_choice(combine, "combine", ("best", "mixture"))
-        self.standardize = check_choice(standardize, "standardize",
-                                        ("prior", "regression", "mixed"))
         self.data_space = check_choice(data_space, "data_space", DATA_SPACES)
         self.info = inspect_model(model, observed, model_args, self.model_kwargs, latents)
         self.observed = list(self.info.observed_names)
@@ -152,8 +149,7 @@ class NPE:
         self.data_shape = (tuple(self.info.observed_shapes[names[0]]) if len(names) == 1
                            else (self.info.data_dim,))
         options = posterior_flow_options(flow, flow_options)
-        replicates = check_int(default_replicates(embedding) if replicates is None
-                               else replicates, "replicates")
+        replicates, self.standardize = member_settings(embedding, replicates, standardize)
         self._candidates = embedding_candidates(
             embedding, embedding_options, self.data_shape,
             lambda k: build_flow(flow, dim=self.info.latent_dim, context_dim=k, **options),

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowinfer.checks import check_choice, check_int
 from flowinfer.npe.embeddings import check_embedding, embedding_pool, make_embedding
 from flowinfer.npe.mixture import CandidateEmbedding, MixtureFlow, mixture_weights
 from flowinfer.npe.regressed import DataBeside, RegressedFlow, num_regression_features
@@ -71,6 +72,24 @@ def default_replicates(embedding: Any) -> int:
     """How many independently initialised copies of each candidate ``embedding`` trains by
     default: 2 for ``"auto"`` (whose copies become one mixture), 1 otherwise."""
     return 2 if isinstance(embedding, str) and embedding == "auto" else 1
+
+
+def member_settings(embedding: Any, replicates: int | None, standardize: str
+                    ) -> tuple[int, str]:
+    """``replicates`` and ``standardize`` checked, their defaults resolved: ``None`` copies
+    is :func:`default_replicates`, and ``"auto"`` is ``"mixed"`` (regressed members beside
+    plain ones) when each candidate has at least two copies, else ``"prior"``.
+
+    Example:
+        >>> member_settings("auto", None, "auto"), member_settings("mlp", None, "auto")
+        ((2, 'mixed'), (1, 'prior'))
+    """
+    replicates = check_int(default_replicates(embedding) if replicates is None else replicates,
+                           "replicates")
+    check_choice(standardize, "standardize", ("auto", "prior", "regression", "mixed"))
+    if standardize == "auto":
+        standardize = "mixed" if replicates >= 2 else "prior"
+    return replicates, standardize
 
 
 def embedding_candidates(embedding: Any, options: dict | None, data_shape: Sequence[int],

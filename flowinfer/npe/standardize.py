@@ -109,16 +109,19 @@ class RegressionStandardizer(nn.Module):
     a unit-scale target where the posterior's location is near-linear in the data. Where
     it is not (bounded latents, whose unconstrained posteriors have long tails at the box's
     edges; strongly nonlinear simulators) the residuals divided by ``s`` reach beyond the
-    spline's box and the posterior gets worse, which is why it is not NPE's default
-    (docs/npe.md).
+    spline's box and the posterior gets worse, which is why NPE's default regresses only
+    half of its members and lets the mixture weigh them (``standardize="mixed"``,
+    docs/npe.md).
 
-    The ridge penalty is chosen for each latent by generalised cross-validation, and the
-    regression is fitted only with at least ``ROWS_PER_FEATURE`` simulations per data
-    feature: a least-squares prediction from ``p`` features fitted on ``n`` pairs errs by
-    about ``p / n`` of the residual variance on new data, which the flow, trained on the
-    fitted pairs, would not see (it would be over-confident by that much). The data are
-    clipped to the range seen in the simulations before the prediction, so an observation
-    outside it does not move the prediction further.
+    The ridge penalty is chosen for each latent by generalised cross-validation among the
+    penalties that leave at least ``ROWS_PER_FEATURE`` simulations per effective degree of
+    freedom: a prediction with ``k`` degrees of freedom fitted on ``n`` pairs errs by about
+    ``k / n`` of the residual variance on new data, which the flow, trained on the fitted
+    pairs, would not see (it would be over-confident by that much). So many features and
+    few simulations give a strongly shrunk regression rather than none (100 binary data
+    columns and 1,000 simulations: docs/npe.md). The data are clipped to the range seen in
+    the simulations before the prediction, so an observation outside it does not move the
+    prediction further.
 
     Args:
         coef: ``(p, d)`` regression coefficients; ``intercept``: ``(d,)``; ``scale``: ``(d,)``
@@ -144,7 +147,8 @@ class RegressionStandardizer(nn.Module):
     #: Above this many features the regression is not fitted (the SVD would cost more than
     #: it is likely to give); the standardiser is then the identity.
     MAX_FEATURES = 1024
-    #: Fewer simulations per feature than this: no regression (5% variance inflation at 20).
+    #: Simulations per effective degree of freedom of the fit, at least (the prediction's
+    #: error on new data is then at most 5% of the residual variance).
     ROWS_PER_FEATURE = 20
 
     def __init__(self, coef: Tensor, intercept: Tensor, scale: Tensor, low: Tensor,
@@ -175,7 +179,7 @@ class RegressionStandardizer(nn.Module):
         """
         features = regression_features(x, pool)
         n, p = features.shape
-        if p == 0 or p > cls.MAX_FEATURES or n < cls.ROWS_PER_FEATURE * p:
+        if p == 0 or p > cls.MAX_FEATURES:
             return cls.identity(z.shape[-1])
         step = max(1, n // max_rows)
         f, t = features[::step].double(), z[::step].double()
@@ -193,7 +197,9 @@ class RegressionStandardizer(nn.Module):
                            for s in shrink])                                # (P, d)
         dof = shrink.sum(1)                                                 # (P,)
         gcv = rss / rows / (1.0 - dof / rows).clamp_min(1e-3)[:, None] ** 2
-        best = gcv.argmin(0)                                                # (d,)
+        # No regression (the infinite penalty, 0 degrees of freedom) is always allowed.
+        allowed = dof * cls.ROWS_PER_FEATURE <= rows
+        best = gcv.masked_fill(~allowed[:, None], float("inf")).argmin(0)   # (d,)
         coef = vh.T @ ((shrink[best] / sv.clamp_min(1e-12)).T * proj)       # (p, d)
         scale = (rss.gather(0, best[None])[0] / (rows - dof[best]).clamp_min(1.0)).sqrt()
         dtype = z.dtype

@@ -97,7 +97,7 @@ def test_saved_npe_keeps_its_embedding_layout(tmp_path):
 
 
 def test_auto_embedding_keeps_the_candidate_with_the_lower_validation_loss():
-    npe = fi.NPE(iid_model, "x", flow_options=SMALL, combine="best")
+    npe = fi.NPE(iid_model, "x", flow_options=SMALL, combine="best", standardize="prior")
     assert npe.selection is None
     npe.fit(num_simulations=300, epochs=3, seed=0, progress=False)
     sel = npe.selection
@@ -120,9 +120,10 @@ def test_auto_embedding_with_skip_given_trains_that_candidate_only():
                  flow_options=SMALL, replicates=1)
     npe.fit(num_simulations=200, epochs=1, seed=0, progress=False)
     assert npe.selection is None and npe.flow.context_dim == 8
-    # By default its two copies start from different weights and are mixed.
+    # By default its two copies start from different weights and are mixed (here both on
+    # the prior's scale; by default the second is a regressed member, test_npe_regressed.py).
     npe = fi.NPE(iid_model, "x", embedding_options={"skip": False, "out_features": 8},
-                 flow_options=SMALL)
+                 flow_options=SMALL, standardize="prior")
     first, second = (c.embedding for c in npe._candidates)
     assert not torch.equal(first.net[0].weight, second.net[0].weight)
     npe.fit(num_simulations=200, epochs=1, seed=0, progress=False)
@@ -132,8 +133,13 @@ def test_auto_embedding_with_skip_given_trains_that_candidate_only():
 
 
 def test_replicates_of_a_named_embedding_and_bad_values():
-    npe = fi.NPE(iid_model, "x", embedding="mlp", flow_options=SMALL, replicates=3)
+    npe = fi.NPE(iid_model, "x", embedding="mlp", flow_options=SMALL, replicates=3,
+                 standardize="prior")
     assert [c.label for c in npe._candidates] == ["mlp()", "mlp()#2", "mlp()#3"]
+    # With two copies or more the default regresses every second one.
+    npe = fi.NPE(iid_model, "x", embedding="mlp", flow_options=SMALL, replicates=3)
+    assert npe.standardize == "mixed"
+    assert [c.label for c in npe._candidates] == ["mlp()", "mlp()#2 regressed", "mlp()#3"]
     assert len(fi.NPE(iid_model, "x", embedding="mlp", flow_options=SMALL)._candidates) == 1
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4))
     with pytest.raises(ValueError, match="replicates=2 needs a named embedding"):

@@ -1,4 +1,5 @@
-"""standardize="mixed": regressed mixture members (their density, heads, NPE end to end)."""
+"""standardize="mixed" (the default through "auto"): regressed mixture members (their density,
+heads, NPE end to end)."""
 
 from __future__ import annotations
 
@@ -111,6 +112,16 @@ def test_mixed_npe_round_trips_through_save_and_load(combine, tmp_path):
     assert [c.label for c in back._untrained][-1].endswith("regressed")
     back.fit(num_simulations=200, rounds=2, observation=x, epochs=1, seed=1, progress=False)
     assert torch.isfinite(back.log_prob(theta, x=x)).all()
+
+
+def test_auto_is_mixed_with_two_copies_and_prior_with_one():
+    assert fi.NPE(gaussian_model, "x").standardize == "mixed"
+    labels = [c.label for c in fi.NPE(gaussian_model, "x")._candidates]
+    assert [label.endswith("regressed") for label in labels] == [False, False, True, True]
+    for kw in ({"replicates": 1}, {"embedding": "mlp"}):
+        npe = fi.NPE(gaussian_model, "x", **kw)
+        assert npe.standardize == "prior"
+        assert not any(isinstance(c.flow, RegressedFlow) for c in npe._candidates)
 
 
 def test_mixed_needs_two_copies_of_each_candidate():

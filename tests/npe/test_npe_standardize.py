@@ -45,12 +45,19 @@ def test_no_signal_gives_no_regression():
     assert torch.allclose(head.scale, torch.ones(2), atol=0.05)
 
 
-def test_few_rows_per_feature_give_no_regression():
-    """200 features, 300 rows: a fit would be over-confident on new data (its prediction
-    error there is of the order of the noise), so none is made."""
-    z, x, _ = _linear_pairs(300, 200, noise=1.0, seed=2)
-    head = RegressionStandardizer.fit(z, x)
-    assert head.coef.shape[0] == 0 and torch.equal(head.scale, torch.ones(2))
+def test_few_rows_per_feature_give_a_shrunk_fit_that_generalises():
+    """200 features, 300 rows: the GCV-best penalty fits noise (new-data residual variance
+    1.27-1.40 times the fitted scale's square, averaged over these 20 fits). Capped at
+    300 / 20 = 15 effective degrees of freedom the excess is about 15 / 300 = 0.05; one
+    fit's ratio varies by about sqrt(2 / 300) = 0.08 (the scale is estimated from 300 rows),
+    so the mean of 20 has a standard error of about 0.02 and 1.11 allows three of them."""
+    ratios = []
+    for seed in range(20):
+        z, x, _ = _linear_pairs(300, 200, noise=1.0, seed=seed)
+        head = RegressionStandardizer.fit(z, x)
+        z_new, x_new, _ = _linear_pairs(5000, 200, noise=1.0, seed=100 + seed)
+        ratios.append(head(z_new, x_new).var(0))
+    assert float(torch.stack(ratios).mean(0).max()) < 1.11
 
 
 def test_regression_generalises_at_the_smallest_allowed_ratio():
