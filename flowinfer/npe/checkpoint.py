@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from flowinfer.npe.bounded import SupportLocation, bounded_sites
 from flowinfer.npe.mixture import CandidateEmbedding, MixtureFlow
 from flowinfer.npe.options import plain, tuples
 from flowinfer.npe.regressed import DataBeside, RegressedFlow
@@ -55,23 +56,33 @@ def _inner(module: nn.Module) -> nn.Module:
 
 
 def _head_record(flow: RegressedFlow) -> dict[str, Any]:
-    return {"head": _state(flow.head), "num_features": flow.num_features}
+    return {"head": _state(flow.head), "num_features": flow.num_features,
+            **({"location": _state(flow.location)} if flow.location is not None else {})}
 
 
-def _regressed(net: nn.Module, flow: nn.Module, head: dict[str, Any] | None,
-               data_shape: Any) -> tuple[nn.Module, nn.Module]:
+def _regressed(npe: Any, net: nn.Module, flow: nn.Module, head: dict[str, Any] | None
+               ) -> tuple[nn.Module, nn.Module]:
     """``net`` and ``flow`` wrapped again as the saved regressed member (as they are when
     ``head`` is None)."""
     if head is None:
         return net, flow
     from flowinfer.npe.selection import regressed_member
 
-    net, flow = regressed_member(net, flow, data_shape)
+    net, flow = regressed_member(net, flow, npe.data_shape)
     flow.head = RegressionStandardizer(**head["head"], pool=())
     flow.head_fitted = True
     if flow.num_features != head["num_features"]:
         raise ValueError(f"the saved regressed member reads {head['num_features']} data "
                          f"features, this model's data give {flow.num_features}")
+    if "location" in head:  # records before the location features have none
+        sites = bounded_sites(npe.info)
+        saved = head["location"]["low"].numel()
+        if saved != sum(site.size for site in sites):
+            raise ValueError(f"the saved regressed member predicts {saved} bounded latent "
+                             f"coordinates, this model's bounded sites "
+                             f"{[site.name for site in sites]} have "
+                             f"{sum(site.size for site in sites)}")
+        flow.location = SupportLocation.from_state(sites, head["location"])
     return net, flow
 
 
@@ -104,7 +115,7 @@ def _rebuild_mixture(npe: Any, first_flow: nn.Module, mixture: dict[str, Any]) -
         net.load_state_dict(part["embedding_state"])
         flow = first_flow if k == 0 else from_checkpoint(
             {"config": part["flow_config"], "state_dict": part["flow_state"]})
-        net, flow = _regressed(net, flow, part.get("regressed"), npe.data_shape)
+        net, flow = _regressed(npe, net, flow, part.get("regressed"))
         embeddings.append(net)
         flows.append(flow)
     log_weights = mixture["log_weights"]
@@ -196,8 +207,8 @@ def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
             _rebuild_mixture(npe, flow, mixture)
         else:
             npe.embedding.load_state_dict(record["embedding_state"])
-            npe.embedding, npe.flow = _regressed(npe.embedding, flow, record.get("regressed"),
-                                                 npe.data_shape)
+            npe.embedding, npe.flow = _regressed(npe, npe.embedding, flow,
+                                                 record.get("regressed"))
             from flowinfer.npe.selection import Candidate
 
             npe._candidates = [Candidate(npe.embedding, npe.embedding_kind,

@@ -13,7 +13,10 @@ there. It costs no more training than the default (the same number of members).
 A regressed member is a pair of wrappers so the mixture and the losses stay unchanged:
 :class:`DataBeside` appends the regression features (the standardised data, pooled over
 trial axes) to the member's embedding, and :class:`RegressedFlow` splits them off again,
-``log q(z | x) = log q_inner((z - a - B f(x)) / s | e(x)) - sum log s``.
+``log q(z | x) = log q_inner((z - a - B g(x)) / s | e(x)) - sum log s``, where ``g(x)`` is
+``f(x)`` and, for latents with a bounded support, their predicted location in the flow's
+space (:class:`~flowinfer.npe.bounded.SupportLocation`), which is not linear in the data
+near the bounds.
 
 Example:
     >>> import torch, flowinfer as fi
@@ -43,6 +46,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from flowinfer.npe.bounded import SupportLocation
 from flowinfer.npe.standardize import RegressionStandardizer, regression_features
 
 __all__ = ["DataBeside", "RegressedFlow", "num_regression_features", "TAIL_LIMIT"]
@@ -89,7 +93,8 @@ class RegressedFlow(nn.Module):
     """
 
     def __init__(self, inner: nn.Module, num_features: int,
-                 head: RegressionStandardizer | None = None) -> None:
+                 head: RegressionStandardizer | None = None,
+                 location: SupportLocation | None = None) -> None:
         super().__init__()
         self.inner = inner
         self.num_features = int(num_features)
@@ -98,6 +103,7 @@ class RegressedFlow(nn.Module):
         # worse on slcp (dev notes, fourteenth session).
         self.context_dim = inner.context_dim + self.num_features
         self.head = head if head is not None else RegressionStandardizer.identity(inner.dim)
+        self.location = location
         # A trained member keeps its head: fitting it again would move its target.
         self.head_fitted = head is not None
 
@@ -105,21 +111,34 @@ class RegressedFlow(nn.Module):
     def config(self) -> dict:
         return {"name": "regressed " + self.inner.config["name"]}
 
-    def fit_head(self, z: Tensor, features: Tensor) -> None:
+    def fit_head(self, z: Tensor, features: Tensor,
+                 location: SupportLocation | None = None) -> None:
         """Fit the regression of ``z`` ``(N, dim)`` on ``features`` ``(N, num_features)``
-        (the training pairs only: the validation loss must not see pairs it was fitted on).
+        (the training pairs only: the validation loss must not see pairs it was fitted on),
+        and on the bounded latents' predicted locations when ``location`` (fitted on the
+        same pairs) is given.
         """
-        head = RegressionStandardizer.fit(z.detach(), features.detach(),
+        self.location = location
+        head = RegressionStandardizer.fit(z.detach(), self._head_features(features.detach()),
                                           tail_limit=TAIL_LIMIT)
         self.head = head.to(z.device)
         self.head_fitted = True
+
+    def _head_features(self, features: Tensor) -> Tensor:
+        if self.location is None:
+            return features
+        return torch.cat([features, self.location(features)], dim=-1)
+
+    def prediction(self, features: Tensor) -> Tensor:
+        """The head's prediction of ``z`` from ``(..., num_features)`` features."""
+        return self.head.predict(self._head_features(features))
 
     def _split(self, context: Tensor) -> tuple[Tensor, Tensor]:
         return context.split([self.inner.context_dim, self.num_features], dim=-1)
 
     def log_prob(self, z: Tensor, context: Tensor) -> Tensor:
         embedded, features = self._split(context)
-        residual = (z - self.head.predict(features)) / self.head.scale
+        residual = (z - self.prediction(features)) / self.head.scale
         return self.inner.log_prob(residual, embedded) + self.head.log_abs_det()
 
     @torch.no_grad()
@@ -128,4 +147,4 @@ class RegressedFlow(nn.Module):
         """Draws of shape ``sample_shape + context's batch shape + (dim,)``."""
         embedded, features = self._split(context)
         residual = self.inner.sample(sample_shape, context=embedded)
-        return residual * self.head.scale + self.head.predict(features)
+        return residual * self.head.scale + self.prediction(features)

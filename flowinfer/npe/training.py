@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from flowinfer.npe.bounded import SupportLocation, bounded_sites, site_columns
 from flowinfer.npe.loss import AtomicNPELoss, NPELoss
 from flowinfer.npe.options import DEFAULT_TRAINING, auto_batch
 from flowinfer.npe.regressed import RegressedFlow
@@ -39,8 +40,8 @@ from flowinfer.npe.selection import select_embedding
 from flowinfer.npe.simulations import Simulations
 from flowinfer.npe.standardize import PairScaling, regression_features
 
-__all__ = ["train_round", "train_one", "fit_heads", "training_rows", "training_tensors",
-           "validation_pairs"]
+__all__ = ["train_round", "train_one", "fit_heads", "support_location", "training_rows",
+           "training_tensors", "validation_pairs"]
 
 
 def train_round(npe: Any, sims: Simulations, train: dict, seed: int,
@@ -60,15 +61,35 @@ def train_round(npe: Any, sims: Simulations, train: dict, seed: int,
 def fit_heads(npe: Any, z: Tensor, xs: Tensor, *, train: dict, seed: int) -> None:
     """Fit the regression of each untrained regressed member (``standardize="mixed"``) on
     the training rows of the standardised pairs ``(z, xs)``."""
-    rows = None
+    rows, locations = None, {}
     for candidate in npe._candidates:
         flow = candidate.flow
         if isinstance(flow, RegressedFlow) and not flow.head_fitted:
             if rows is None:
                 rows = training_rows(z.shape[0], train, seed, z.device)
                 rows = torch.arange(z.shape[0], device=z.device) if rows is None else rows
-            features = regression_features(xs[rows], candidate.embedding.pool)
-            flow.fit_head(z[rows], features)
+            pool = candidate.embedding.pool
+            features = regression_features(xs[rows], pool)
+            if pool not in locations:
+                locations[pool] = support_location(npe, z[rows], xs[rows], features)
+            flow.fit_head(z[rows], features, locations[pool])
+
+
+def support_location(npe: Any, z: Tensor, xs: Tensor, features: Tensor
+                     ) -> SupportLocation | None:
+    """The bounded latents' location features (:mod:`flowinfer.npe.bounded`) fitted on the
+    flow-space latents ``z``, standardised data ``xs`` and their regression ``features``
+    (None when no latent site is bounded)."""
+    sites = bounded_sites(npe.info)
+    if not sites:
+        return None
+    u = npe.scaling.from_flow(z, xs)
+    latents, _ = npe.info.to_constrained(u)
+    theta = torch.cat([latents[s.name].reshape(len(u), -1) for s in sites], -1)
+    theta_scale = npe.scaling.theta
+    columns = site_columns(sites).to(theta_scale.mean.device)
+    return SupportLocation.fit(sites, theta.detach(), features, theta_scale.mean[columns],
+                               theta_scale.std[columns]).to(z.device)
 
 
 def training_tensors(npe: Any, sims: Simulations,
