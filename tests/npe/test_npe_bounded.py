@@ -100,6 +100,13 @@ def test_bounded_mixed_npe_round_trips_its_location_features(combine, tmp_path):
     theta = npe.sample(5, x=x[0])
     assert torch.allclose(back.log_prob(theta, x=x[0]), npe.log_prob(theta, x=x[0]),
                           atol=1e-5)
+    # Sequential rounds restart the saved members and fit their location features afresh.
+    back.fit(num_simulations=200, rounds=2, observation=x[0], epochs=1, seed=1,
+             progress=False)
+    again = [f for f in getattr(back.flow, "flows", [back.flow])
+             if isinstance(f, RegressedFlow)]
+    assert again and all(f.location is not None for f in again)
+    assert torch.isfinite(back.log_prob(theta, x=x[0])).all()
     # Another model whose bounded coordinates differ cannot take the saved features.
 
     def other():
