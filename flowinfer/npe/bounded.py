@@ -75,7 +75,18 @@ class BoundedSite:
 
 def bounded_sites(info: Any) -> list[BoundedSite]:
     """The latent sites of ``info`` (a ``ModelInfo``) with a bounded support and an
-    elementwise bijection, in the latents' order."""
+    elementwise bijection, in the latents' order.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> from flowinfer.npe.sites import inspect_model
+        >>> def model():
+        ...     pyro.sample("loc", dist.Normal(0.0, 1.0))
+        ...     pyro.sample("box", dist.Uniform(torch.zeros(2), 1.0).to_event(1))
+        ...     pyro.sample("x", dist.Normal(0.0, 1.0))
+        >>> [(s.name, s.start, s.size) for s in bounded_sites(inspect_model(model, "x"))]
+        [('box', 1, 2)]
+    """
     out, start = [], 0
     for name in info.latent_names:
         shape, ushape = info.latent_shapes[name], info.unconstrained_shapes[name]
@@ -90,7 +101,13 @@ def bounded_sites(info: Any) -> list[BoundedSite]:
 
 
 def site_columns(sites: Sequence[BoundedSite]) -> Tensor:
-    """The sites' coordinates' columns in the latents' flat vector."""
+    """The sites' coordinates' columns in the latents' flat vector.
+
+    Example:
+        >>> site_columns([BoundedSite("a", 1, torch.Size([2]), None),
+        ...               BoundedSite("b", 4, torch.Size([]), None)]).tolist()
+        [1, 2, 4]
+    """
     return torch.cat([torch.arange(s.start, s.start + s.size) for s in sites])
 
 

@@ -76,12 +76,11 @@ def _regressed(npe: Any, net: nn.Module, flow: nn.Module, head: dict[str, Any] |
                          f"features, this model's data give {flow.num_features}")
     if "location" in head:  # records before the location features have none
         sites = bounded_sites(npe.info)
-        saved = head["location"]["low"].numel()
-        if saved != sum(site.size for site in sites):
+        saved, here = head["location"]["low"].numel(), sum(site.size for site in sites)
+        if saved != here:
             raise ValueError(f"the saved regressed member predicts {saved} bounded latent "
                              f"coordinates, this model's bounded sites "
-                             f"{[site.name for site in sites]} have "
-                             f"{sum(site.size for site in sites)}")
+                             f"{[site.name for site in sites]} have {here}")
         flow.location = SupportLocation.from_state(sites, head["location"])
     return net, flow
 

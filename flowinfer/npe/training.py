@@ -40,8 +40,8 @@ from flowinfer.npe.selection import select_embedding
 from flowinfer.npe.simulations import Simulations
 from flowinfer.npe.standardize import PairScaling, regression_features
 
-__all__ = ["train_round", "train_one", "fit_heads", "support_location", "training_rows",
-           "training_tensors", "validation_pairs"]
+__all__ = ["train_round", "train_one", "fit_heads", "training_rows", "training_tensors",
+           "validation_pairs"]
 
 
 def train_round(npe: Any, sims: Simulations, train: dict, seed: int,
@@ -71,12 +71,12 @@ def fit_heads(npe: Any, z: Tensor, xs: Tensor, *, train: dict, seed: int) -> Non
             pool = candidate.embedding.pool
             features = regression_features(xs[rows], pool)
             if pool not in locations:
-                locations[pool] = support_location(npe, z[rows], xs[rows], features)
+                locations[pool] = _support_location(npe, z[rows], xs[rows], features)
             flow.fit_head(z[rows], features, locations[pool])
 
 
-def support_location(npe: Any, z: Tensor, xs: Tensor, features: Tensor
-                     ) -> SupportLocation | None:
+def _support_location(npe: Any, z: Tensor, xs: Tensor, features: Tensor
+                      ) -> SupportLocation | None:
     """The bounded latents' location features (:mod:`flowinfer.npe.bounded`) fitted on the
     flow-space latents ``z``, standardised data ``xs`` and their regression ``features``
     (None when no latent site is bounded)."""
