@@ -134,21 +134,34 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="append rows to this JSONL file")
 
 
-def run(name: str, budget: int, variants: list[dict], seed: int, test_size: int) -> list[dict]:
+def test_pairs(name: str, seed: int, test_size: int):
+    """The held-out pairs of model ``name`` for ``seed`` (the same for every variant)."""
     model, observed, latents = MODELS[name]
-    test = fi.simulate(model, observed, test_size, seed=10_000 + seed, progress=False,
+    return fi.simulate(model, observed, test_size, seed=10_000 + seed, progress=False,
                        latent_names=latents)
+
+
+def fit_and_score(name: str, budget: int, seed: int, test, npe_kw: dict | None = None,
+                  fit_kw: dict | None = None):
+    """An NPE of model ``name`` trained on ``budget`` simulations (``seed``), its capped
+    held-out scores on ``test`` and its training seconds."""
+    model, observed, latents = MODELS[name]
+    torch.manual_seed(seed)
+    npe = fi.NPE(model, observed=observed, latents=latents, constant_data="keep",
+                 **(npe_kw or {}))
+    start = time.perf_counter()
+    npe.fit(num_simulations=budget, seed=seed, progress=False, **(fit_kw or {}))
+    seconds = time.perf_counter() - start
+    return npe, capped(heldout_nll(npe, test)), seconds
+
+
+def run(name: str, budget: int, variants: list[dict], seed: int, test_size: int) -> list[dict]:
+    test = test_pairs(name, seed, test_size)
     rows, base = [], None
     for variant in variants:
         npe_kw = {k: v for k, v in variant.items() if k in NPE_OPTIONS}
         fit_kw = {k: v for k, v in variant.items() if k not in npe_kw}
-        torch.manual_seed(seed)
-        npe = fi.NPE(model, observed=observed, latents=latents, constant_data="keep",
-                     **npe_kw)
-        start = time.perf_counter()
-        npe.fit(num_simulations=budget, seed=seed, progress=False, **fit_kw)
-        seconds = time.perf_counter() - start
-        nll = capped(heldout_nll(npe, test))
+        npe, nll, seconds = fit_and_score(name, budget, seed, test, npe_kw, fit_kw)
         base = nll if base is None else base
         row = {"model": name, "budget": budget, "seed": seed, "variant": variant,
                **paired(nll, base),

@@ -57,6 +57,7 @@ def _inner(module: nn.Module) -> nn.Module:
 
 def _head_record(flow: RegressedFlow) -> dict[str, Any]:
     return {"head": _state(flow.head), "num_features": flow.num_features,
+            "located": flow.located,
             **({"location": _state(flow.location)} if flow.location is not None else {})}
 
 
@@ -68,7 +69,8 @@ def _regressed(npe: Any, net: nn.Module, flow: nn.Module, head: dict[str, Any] |
         return net, flow
     from flowinfer.npe.selection import regressed_member
 
-    net, flow = regressed_member(net, flow, npe.data_shape)
+    # Records before the inner flow read the location features have no "located".
+    net, flow = regressed_member(net, flow, npe.data_shape, head.get("located", 0))
     flow.head = RegressionStandardizer(**head["head"], pool=())
     flow.head_fitted = True
     if flow.num_features != head["num_features"]:
@@ -82,6 +84,9 @@ def _regressed(npe: Any, net: nn.Module, flow: nn.Module, head: dict[str, Any] |
                              f"coordinates, this model's bounded sites "
                              f"{[site.name for site in sites]} have {here}")
         flow.location = SupportLocation.from_state(sites, head["location"])
+    if flow.located and flow.location is None:
+        raise ValueError(f"the saved regressed member reads {flow.located} location "
+                         "features but its record holds no location")
     return net, flow
 
 
@@ -141,16 +146,17 @@ def _untrained_like(npe: Any, part: dict[str, Any], replicate: int) -> Any:
     from flowinfer.registry import build_flow
 
     config = part["flow_config"]
+    located = part["regressed"].get("located", 0) if "regressed" in part else 0
     candidate, = embedding_candidates(
         part["kind"], tuples(part["options"]), npe.data_shape,
-        lambda k: build_flow(config["name"], dim=npe.info.latent_dim, context_dim=k,
-                             **tuples(config["hyper"])))
+        lambda k: build_flow(config["name"], dim=npe.info.latent_dim,
+                             context_dim=k + located, **tuples(config["hyper"])))
     candidate.replicate = replicate
     if "regressed" in part:
         from flowinfer.npe.selection import regressed_member
 
         candidate.embedding, candidate.flow = regressed_member(
-            candidate.embedding, candidate.flow, npe.data_shape)
+            candidate.embedding, candidate.flow, npe.data_shape, located)
     return candidate
 
 
@@ -197,10 +203,12 @@ def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
     if list(record["latent_names"]) != npe.info.latent_names:
         raise ValueError(f"{path}: the saved NPE's latent sites {record['latent_names']} "
                          f"are not this model's {npe.info.latent_names}")
-    if flow.dim != npe.flow.dim or flow.context_dim != npe.flow.context_dim:
+    # A combine="best" regressed winner's inner flow also reads the location features.
+    located = record.get("regressed", {}).get("located", 0)
+    if flow.dim != npe.flow.dim or flow.context_dim != npe.flow.context_dim + located:
         raise ValueError(f"{path}: the saved flow (dim {flow.dim}, context "
                          f"{flow.context_dim}) does not fit this model (dim "
-                         f"{npe.flow.dim}, context {npe.flow.context_dim})")
+                         f"{npe.flow.dim}, context {npe.flow.context_dim + located})")
     try:
         if mixture:
             _rebuild_mixture(npe, flow, mixture)
@@ -215,7 +223,8 @@ def rebuild_npe(cls: type, flow: nn.Module, record: dict[str, Any], *,
             if "regressed" in record:  # later sequential rounds restart a regressed member
                 npe._untrained = [_untrained_like(npe, {
                     "kind": record["embedding"], "options": record["embedding_options"],
-                    "flow_config": plain(flow.config), "regressed": True}, 1)]
+                    "flow_config": plain(flow.config),
+                    "regressed": {"located": located}}, 1)]
     except RuntimeError as err:
         raise ValueError(f"{path}: the saved embedding does not fit: "
                          f"{' '.join(str(err).split())}") from None

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from flowinfer.checks import check_choice, check_int
+from flowinfer.npe.bounded import bounded_sites
 from flowinfer.npe.checkpoint import npe_record, rebuild_npe, saved_flow
 from flowinfer.npe.chunks import make_spec
 from flowinfer.npe.data_space import DATA_SPACES, pack_data
@@ -153,7 +154,8 @@ class NPE:
         self._candidates = embedding_candidates(
             embedding, embedding_options, self.data_shape,
             lambda k: build_flow(flow, dim=self.info.latent_dim, context_dim=k, **options),
-            replicates, regressed=self.standardize == "mixed")
+            replicates, regressed=self.standardize == "mixed",
+            located=sum(site.size for site in bounded_sites(self.info)))
         # Each sequential round starts again from these (see _restart).
         self._untrained = copy.deepcopy(self._candidates)
         self._use(self._candidates[0])

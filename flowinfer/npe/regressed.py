@@ -13,10 +13,11 @@ there. It costs no more training than the default (the same number of members).
 A regressed member is a pair of wrappers so the mixture and the losses stay unchanged:
 :class:`DataBeside` appends the regression features (the standardised data, pooled over
 trial axes) to the member's embedding, and :class:`RegressedFlow` splits them off again,
-``log q(z | x) = log q_inner((z - a - B g(x)) / s | e(x)) - sum log s``, where ``g(x)`` is
-``f(x)`` and, for latents with a bounded support, their predicted location in the flow's
-space (:class:`~flowinfer.npe.bounded.SupportLocation`), which is not linear in the data
-near the bounds.
+``log q(z | x) = log q_inner((z - a - B g(x)) / s | e(x), l(x)) - sum log s``, where ``g(x)``
+is ``f(x)`` and, for latents with a bounded support, ``l(x)``: their predicted location in
+the flow's space (:class:`~flowinfer.npe.bounded.SupportLocation`), which is not linear in
+the data near the bounds. The inner flow reads ``l(x)`` beside the embedding (``located``
+of them), so it can bend the residual's shape where a posterior meets a bound.
 
 Example:
     >>> import torch, flowinfer as fi
@@ -87,21 +88,31 @@ class RegressedFlow(nn.Module):
     :class:`DataBeside`).
 
     Args:
-        inner: the conditional flow of the residual (its context: the embedding's output).
+        inner: the conditional flow of the residual (its context: the embedding's output,
+            then the ``located`` location features).
         num_features: the number of regression features at the end of the context.
         head: the fitted regression (default: the identity until :meth:`fit_head`).
+        location: the bounded latents' fitted location features (see :meth:`fit_head`).
+        located: how many location features the inner flow reads (0, or the number of
+            bounded latent coordinates); they are zero until a location is fitted.
     """
 
     def __init__(self, inner: nn.Module, num_features: int,
                  head: RegressionStandardizer | None = None,
-                 location: SupportLocation | None = None) -> None:
+                 location: SupportLocation | None = None, located: int = 0) -> None:
         super().__init__()
         self.inner = inner
         self.num_features = int(num_features)
+        self.located = int(located)
+        if not 0 <= self.located <= inner.context_dim:
+            raise ValueError(f"located must be between 0 and the inner flow's context size "
+                             f"{inner.context_dim}, got {located}")
         self.dim = inner.dim
-        # The inner flow reads the embedding only: giving it the features as well was
-        # worse on slcp (dev notes, fourteenth session).
-        self.context_dim = inner.context_dim + self.num_features
+        # The inner flow reads the embedding and the location features, not the regression
+        # features: giving it those as well was worse on slcp (dev notes, fourteenth
+        # session); the location features gave more held-out density on average
+        # (eighteenth session, docs/npe.md "Regressed members").
+        self.context_dim = inner.context_dim - self.located + self.num_features
         self.head = head if head is not None else RegressionStandardizer.identity(inner.dim)
         self.location = location
         # A trained member keeps its head: fitting it again would move its target.
@@ -118,6 +129,9 @@ class RegressedFlow(nn.Module):
         and on the bounded latents' predicted locations when ``location`` (fitted on the
         same pairs) is given.
         """
+        if location is not None and self.located not in (0, location.low.numel()):
+            raise ValueError(f"the inner flow reads {self.located} location features, the "
+                             f"location predicts {location.low.numel()}")
         self.location = location
         head = RegressionStandardizer.fit(z.detach(), self._head_features(features.detach()),
                                           tail_limit=TAIL_LIMIT)
@@ -134,7 +148,14 @@ class RegressedFlow(nn.Module):
         return self.head.predict(self._head_features(features))
 
     def _split(self, context: Tensor) -> tuple[Tensor, Tensor]:
-        return context.split([self.inner.context_dim, self.num_features], dim=-1)
+        """The inner flow's context and the regression features of ``context``."""
+        embedded, features = context.split(
+            [self.inner.context_dim - self.located, self.num_features], dim=-1)
+        if self.located:
+            located = (self.location(features) if self.location is not None
+                       else features.new_zeros(features.shape[:-1] + (self.located,)))
+            embedded = torch.cat([embedded, located], dim=-1)
+        return embedded, features
 
     def log_prob(self, z: Tensor, context: Tensor) -> Tensor:
         embedded, features = self._split(context)

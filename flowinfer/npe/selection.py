@@ -94,13 +94,16 @@ def member_settings(embedding: Any, replicates: int | None, standardize: str
 
 def embedding_candidates(embedding: Any, options: dict | None, data_shape: Sequence[int],
                          build_flow: Callable[[int], nn.Module],
-                         replicates: int = 1, regressed: bool = False) -> list[Candidate]:
+                         replicates: int = 1, regressed: bool = False,
+                         located: int = 0) -> list[Candidate]:
     """The candidates for ``embedding`` (one specification unless ``"auto"``), each built
     ``replicates`` times from fresh initial weights and checked on dummy data.
 
     ``"auto"`` takes ``options`` as MLP options for every candidate; ``skip`` among them
     fixes that choice, leaving one candidate. With ``regressed`` the odd copies are
-    regressed members (:mod:`flowinfer.npe.regressed`).
+    regressed members (:mod:`flowinfer.npe.regressed`) whose inner flows read ``located``
+    location features (the bounded latent coordinates, :mod:`flowinfer.npe.bounded`)
+    beside the embedding.
 
     Raises:
         TypeError / ValueError: what building or checking the embedding raises; ``replicates``
@@ -125,20 +128,24 @@ def embedding_candidates(embedding: Any, options: dict | None, data_shape: Seque
     for copy in range(replicates):
         for kind, opts in specs:
             net, name, opts = make_embedding(kind, opts, data_shape)
-            flow = build_flow(check_embedding(net, data_shape))
+            size = check_embedding(net, data_shape)
             if regressed and copy % 2 == 1:
-                net, flow = regressed_member(net, flow, data_shape)
+                net, flow = regressed_member(net, build_flow(size + located), data_shape,
+                                             located)
+            else:
+                flow = build_flow(size)
             out.append(Candidate(net, name, opts, flow, replicate=copy))
     return out
 
 
-def regressed_member(net: nn.Module, flow: nn.Module, data_shape: Sequence[int]
-                     ) -> tuple[DataBeside, RegressedFlow]:
+def regressed_member(net: nn.Module, flow: nn.Module, data_shape: Sequence[int],
+                     located: int = 0) -> tuple[DataBeside, RegressedFlow]:
     """``net`` and ``flow`` wrapped as a regressed member, its features pooled over the
-    trial axes ``net`` pools over (those that exist in ``data_shape``)."""
+    trial axes ``net`` pools over (those that exist in ``data_shape``); ``flow``'s context
+    is ``net``'s output and then ``located`` location features."""
     pool = embedding_pool(net, data_shape)
     return (DataBeside(net, pool),
-            RegressedFlow(flow, num_regression_features(data_shape, pool)))
+            RegressedFlow(flow, num_regression_features(data_shape, pool), located=located))
 
 
 def select_embedding(npe: Any, train_one: Callable[[], Any],

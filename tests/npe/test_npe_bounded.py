@@ -39,6 +39,16 @@ def _box_location(theta: torch.Tensor, x: torch.Tensor) -> tuple[SupportLocation
     return SupportLocation.fit([site], theta, x, u.mean(0), u.std(0)), u
 
 
+def _box_pairs(seed: int, n: int, noise: float) -> tuple[SupportLocation, ...]:
+    """A fitted location, data and z-scored logits of n uniform draws on (-1, 1) observed
+    with Gaussian noise."""
+    g = torch.Generator().manual_seed(seed)
+    theta = 2 * torch.rand(n, 1, generator=g) - 1
+    x = theta + noise * torch.randn(n, 1, generator=g)
+    location, u = _box_location(theta, x)
+    return location, x, (u - u.mean(0)) / u.std(0)
+
+
 def test_location_is_the_bijection_of_the_clipped_constrained_prediction():
     g = torch.Generator().manual_seed(0)
     theta = 2 * torch.rand(4000, 1, generator=g) - 1
@@ -60,11 +70,7 @@ def test_location_features_leave_a_much_smaller_residual_near_the_bounds():
     # (cov(logit u, u) = 1/2, sd u = 0.289, sd z = pi / sqrt 3), more after the tail limit
     # (the largest residuals are at the bounds). With the location feature the residual is
     # the data noise (sd 0.001) times the logit's slope: under a tenth of that.
-    g = torch.Generator().manual_seed(1)
-    theta = 2 * torch.rand(5000, 1, generator=g) - 1
-    x = theta + 0.001 * torch.randn(5000, 1, generator=g)
-    location, u = _box_location(theta, x)
-    z = (u - u.mean(0)) / u.std(0)
+    location, x, z = _box_pairs(1, 5000, noise=0.001)
     inner = fi.build_flow("nsf", dim=1, context_dim=2, num_layers=1, hidden=(8,))
     plain, located = RegressedFlow(inner, 1), RegressedFlow(inner, 1)
     plain.fit_head(z, x)
@@ -91,8 +97,11 @@ def test_bounded_mixed_npe_round_trips_its_location_features(combine, tmp_path):
     regressed = [f for f in getattr(npe.flow, "flows", [npe.flow])
                  if isinstance(f, RegressedFlow)]
     assert regressed and all(f.location is not None for f in regressed)
-    # Two box coordinates and the positive sd; the head reads them beside the 2 data values.
+    # Two box coordinates and the positive sd; the head reads them beside the 2 data values,
+    # and the inner flow beside the embedding.
     assert all(f.head.coef.shape == (2 + 3, 3) for f in regressed)
+    assert all(f.located == 3 and f.inner.context_dim == f.context_dim - 2 + 3
+               for f in regressed)
     path = tmp_path / "npe.pt"
     fi.save(npe, path)
     back = fi.load(path, model=_bounded_model)
@@ -116,3 +125,34 @@ def test_bounded_mixed_npe_round_trips_its_location_features(combine, tmp_path):
 
     with pytest.raises(ValueError, match="bounded latent"):
         fi.load(path, model=other)
+
+
+def test_the_inner_flow_reads_the_fitted_location_beside_the_embedding():
+    location, x, z = _box_pairs(2, 2000, noise=0.05)
+    g = torch.Generator().manual_seed(3)
+    inner = fi.build_flow("nsf", dim=1, context_dim=3 + 1, num_layers=1, hidden=(8,))
+    with torch.no_grad():  # a trained-like flow: a fresh one starts as the identity
+        for p in inner.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    flow = RegressedFlow(inner, num_features=1, located=1)
+    assert flow.context_dim == 3 + 1  # embedding and regression features, as before
+    context = torch.cat([torch.randn(5, 3, generator=g), x[:5]], -1)
+    unfitted = flow.log_prob(z[:5], context)  # zeros stand in for the location
+    flow.fit_head(z, x, location)
+    embedded, features = flow._split(context)
+    assert torch.equal(embedded[:, :3], context[:, :3])
+    assert torch.allclose(embedded[:, 3:], location(x[:5]))
+    # The inner flow's conditioner gets the location: its density moves with it.
+    inner_only = inner.log_prob((z[:5] - flow.prediction(features)) / flow.head.scale,
+                                embedded) + flow.head.log_abs_det()
+    assert torch.allclose(flow.log_prob(z[:5], context), inner_only)
+    assert not torch.allclose(inner.log_prob(z[:5], embedded),
+                              inner.log_prob(z[:5], torch.cat([embedded[:, :3],
+                                                               torch.zeros(5, 1)], -1)))
+    assert torch.isfinite(unfitted).all()
+    with pytest.raises(ValueError, match="located must be"):
+        RegressedFlow(inner, num_features=1, located=5)
+    two = RegressedFlow(fi.build_flow("nsf", dim=1, context_dim=5, num_layers=1,
+                                      hidden=(8,)), num_features=1, located=2)
+    with pytest.raises(ValueError, match="reads 2 location features"):
+        two.fit_head(z, x, location)
