@@ -133,39 +133,45 @@ class RegressedFlow(nn.Module):
             raise ValueError(f"the inner flow reads {self.located} location features, the "
                              f"location predicts {location.low.numel()}")
         self.location = location
-        head = RegressionStandardizer.fit(z.detach(), self._head_features(features.detach()),
-                                          tail_limit=TAIL_LIMIT)
+        features = features.detach()
+        head = RegressionStandardizer.fit(
+            z.detach(), self._head_features(features, self._locate(features)),
+            tail_limit=TAIL_LIMIT)
         self.head = head.to(z.device)
         self.head_fitted = True
 
-    def _head_features(self, features: Tensor) -> Tensor:
-        if self.location is None:
-            return features
-        return torch.cat([features, self.location(features)], dim=-1)
+    def _locate(self, features: Tensor) -> Tensor | None:
+        return None if self.location is None else self.location(features)
+
+    @staticmethod
+    def _head_features(features: Tensor, location: Tensor | None) -> Tensor:
+        return features if location is None else torch.cat([features, location], dim=-1)
 
     def prediction(self, features: Tensor) -> Tensor:
         """The head's prediction of ``z`` from ``(..., num_features)`` features."""
-        return self.head.predict(self._head_features(features))
+        return self.head.predict(self._head_features(features, self._locate(features)))
 
     def _split(self, context: Tensor) -> tuple[Tensor, Tensor]:
-        """The inner flow's context and the regression features of ``context``."""
+        """The inner flow's context and the head's prediction of ``z``, from ``context``
+        (the location features computed once for both)."""
         embedded, features = context.split(
             [self.inner.context_dim - self.located, self.num_features], dim=-1)
+        location = self._locate(features)
         if self.located:
-            located = (self.location(features) if self.location is not None
-                       else features.new_zeros(features.shape[:-1] + (self.located,)))
-            embedded = torch.cat([embedded, located], dim=-1)
-        return embedded, features
+            embedded = torch.cat([embedded, location if location is not None else
+                                  features.new_zeros(features.shape[:-1] + (self.located,))],
+                                 dim=-1)
+        return embedded, self.head.predict(self._head_features(features, location))
 
     def log_prob(self, z: Tensor, context: Tensor) -> Tensor:
-        embedded, features = self._split(context)
-        residual = (z - self.prediction(features)) / self.head.scale
+        embedded, predicted = self._split(context)
+        residual = (z - predicted) / self.head.scale
         return self.inner.log_prob(residual, embedded) + self.head.log_abs_det()
 
     @torch.no_grad()
     def sample(self, sample_shape: Sequence[int] | torch.Size = (),
                context: Tensor | None = None) -> Tensor:
         """Draws of shape ``sample_shape + context's batch shape + (dim,)``."""
-        embedded, features = self._split(context)
+        embedded, predicted = self._split(context)
         residual = self.inner.sample(sample_shape, context=embedded)
-        return residual * self.head.scale + self.prediction(features)
+        return residual * self.head.scale + predicted

@@ -139,11 +139,12 @@ def test_the_inner_flow_reads_the_fitted_location_beside_the_embedding():
     context = torch.cat([torch.randn(5, 3, generator=g), x[:5]], -1)
     unfitted = flow.log_prob(z[:5], context)  # zeros stand in for the location
     flow.fit_head(z, x, location)
-    embedded, features = flow._split(context)
+    embedded, predicted = flow._split(context)
     assert torch.equal(embedded[:, :3], context[:, :3])
     assert torch.allclose(embedded[:, 3:], location(x[:5]))
+    assert torch.equal(predicted, flow.prediction(x[:5]))
     # The inner flow's conditioner gets the location: its density moves with it.
-    inner_only = inner.log_prob((z[:5] - flow.prediction(features)) / flow.head.scale,
+    inner_only = inner.log_prob((z[:5] - predicted) / flow.head.scale,
                                 embedded) + flow.head.log_abs_det()
     assert torch.allclose(flow.log_prob(z[:5], context), inner_only)
     assert not torch.allclose(inner.log_prob(z[:5], embedded),
